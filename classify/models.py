@@ -1,0 +1,82 @@
+"""The registry of classifiers that ``classify`` can search, each with its default grid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sklearn.base import BaseEstimator
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the registry.
+
+    Parameters
+    ----------
+    name : str
+        The ``--model`` name.
+    make : callable
+        ``make(seed, jobs)`` returns a fresh, unfitted estimator.
+    grid : dict
+        Default parameter grid for ``GridSearchCV``; ``--grid`` replaces it.
+    description : str
+        One line for ``--help``.
+    """
+
+    name: str
+    make: Callable[[int, int | None], BaseEstimator]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    description: str = ""
+
+
+def _logreg(seed: int, jobs: int | None) -> BaseEstimator:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=1000, random_state=seed)
+
+
+def _random_forest(seed: int, jobs: int | None) -> BaseEstimator:
+    from sklearn.ensemble import RandomForestClassifier
+
+    # Trees run in parallel inside the forest; the search itself then runs one fit at a time.
+    return RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=jobs)
+
+
+def _xgboost(seed: int, jobs: int | None) -> BaseEstimator:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(
+        tree_method="hist", n_estimators=200, random_state=seed, n_jobs=jobs, verbosity=0
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "logreg",
+            _logreg,
+            {"C": [1e-4, 1e-3, 1e-2, 0.1, 1.0]},
+            "multinomial logistic regression (lbfgs), the published recipe",
+        ),
+        ModelSpec(
+            "rf",
+            _random_forest,
+            {"max_features": ["sqrt", 0.02]},
+            "random forest of 300 trees",
+        ),
+        ModelSpec(
+            "xgb",
+            _xgboost,
+            {"max_depth": [2, 4], "learning_rate": [0.1, 0.3]},
+            "gradient-boosted trees (xgboost, hist), 200 rounds, 0.3 of features per tree",
+        ),
+    )
+}
+
+
+def inner_parallel(name: str) -> bool:
+    """True for models that use all cores inside one fit (so folds run one at a time)."""
+    return name in ("rf", "xgb")

@@ -1,0 +1,79 @@
+"""Reports of a search: text for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report
+
+from .search import SearchResult
+
+
+def text_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]) -> str:
+    """Best parameters, search time and scikit-learn's per-class report on the test rows."""
+    report = classification_report(
+        y_test,
+        result.test_pred,
+        labels=np.arange(len(label_names)),
+        target_names=label_names,
+        digits=4,
+        zero_division=0,
+    )
+    lines = [
+        f"model: {result.model}",
+        f"best parameters: {json.dumps(result.best_params, default=str)} "
+        f"(cross-validated accuracy {result.best_cv_score:.4f})",
+        f"search time: {result.search_seconds:.1f} s for {len(result.cv_results)} candidates",
+        f"test accuracy: {accuracy_score(y_test, result.test_pred):.4f} on {len(y_test)} images",
+        "",
+        report,
+    ]
+    return "\n".join(lines)
+
+
+def json_report(
+    result: SearchResult,
+    y_test: np.ndarray,
+    test_indices: np.ndarray,
+    label_names: list[str],
+    *,
+    features_path: str,
+    provenance: dict[str, Any],
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything needed to compare this run with another on the same rows."""
+    import sklearn
+
+    per_class = classification_report(
+        y_test,
+        result.test_pred,
+        labels=np.arange(len(label_names)),
+        target_names=label_names,
+        output_dict=True,
+        zero_division=0,
+    )
+    versions = {"python": platform.python_version(), "scikit-learn": sklearn.__version__}
+    if result.model == "xgb":
+        import xgboost
+
+        versions["xgboost"] = xgboost.__version__
+    return {
+        "model": result.model,
+        "features": os.fspath(features_path),
+        "provenance": provenance,
+        "settings": settings,
+        "best_params": result.best_params,
+        "best_cv_score": result.best_cv_score,
+        "cv_results": result.cv_results,
+        "search_seconds": result.search_seconds,
+        "accuracy": float(accuracy_score(y_test, result.test_pred)),
+        "report": per_class,
+        "label_names": label_names,
+        "test_indices": [int(i) for i in test_indices],
+        "test_predictions": [int(p) for p in result.test_pred],
+        "versions": versions,
+    }

@@ -1,0 +1,100 @@
+"""The split and the grid search of stage 2."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
+
+
+class SplitError(ValueError):
+    """Labels that cannot be split as asked; the message is one line for the user."""
+
+
+def stratified_split(
+    labels: np.ndarray, test_size: float = 0.25, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a stratified train / test split, each sorted.
+
+    The same labels, ``test_size`` and ``seed`` always give the same split, so runs of
+    different models (or of the same model on another day) are scored on the same rows.
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise SplitError(f"only {len(classes)} class in the file; a classifier needs at least 2")
+    if counts.min() < 2:
+        raise SplitError(
+            f"class {int(classes[counts.argmin()])} has {counts.min()} row; every class needs "
+            "at least 2 to appear in both the training and the test rows"
+        )
+    try:
+        train, test = train_test_split(
+            np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed
+        )
+    except ValueError as exc:
+        raise SplitError(f"cannot split {len(labels)} rows with --test-size {test_size}: {exc}") from None
+    return np.sort(train), np.sort(test)
+
+
+@dataclass
+class SearchResult:
+    """What one search found, and how the best model did on the test rows."""
+
+    model: str
+    estimator: BaseEstimator
+    best_params: dict[str, Any]
+    best_cv_score: float
+    cv_results: list[dict[str, Any]]
+    search_seconds: float
+    test_pred: np.ndarray
+
+
+def run_search(
+    name: str,
+    estimator: BaseEstimator,
+    grid: dict[str, list[Any]],
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    folds: int = 3,
+    seed: int = 42,
+    jobs: int | None = None,
+    verbose: int = 0,
+) -> SearchResult:
+    """Grid-search ``estimator`` with stratified k-fold CV on the training rows only, refit
+    the best parameters on all training rows, and predict the test rows."""
+    y_train = y[train]
+    folds = min(folds, int(np.bincount(y_train).min()))
+    if folds < 2:
+        raise SplitError("a class has fewer than 2 training rows; cross-validation needs 2 per class")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(estimator, grid, cv=cv, n_jobs=jobs, refit=True, verbose=verbose)
+    started = time.perf_counter()
+    search.fit(X[train], y_train)
+    seconds = time.perf_counter() - started
+    results = search.cv_results_
+    cv_rows = [
+        {
+            "params": results["params"][i],
+            "mean_test_score": float(results["mean_test_score"][i]),
+            "std_test_score": float(results["std_test_score"][i]),
+            "mean_fit_time": float(results["mean_fit_time"][i]),
+        }
+        for i in range(len(results["params"]))
+    ]
+    return SearchResult(
+        model=name,
+        estimator=search.best_estimator_,
+        best_params=dict(search.best_params_),
+        best_cv_score=float(search.best_score_),
+        cv_results=cv_rows,
+        search_seconds=seconds,
+        test_pred=search.best_estimator_.predict(X[test]),
+    )

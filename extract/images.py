@@ -1,0 +1,71 @@
+"""Decoding one image file into the RGB array a backbone takes.
+
+The result is what ``keras.utils.load_img(path, target_size=size)`` followed by
+``keras.utils.img_to_array`` gives (same Pillow conversion to RGB, same resize filter, nearest
+by default), with one correction: 16-bit grayscale images are scaled to 8 bits instead of being
+clipped to white by Pillow's ``convert("RGB")``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+#: Resize filters by the names ``keras.utils.load_img`` uses.
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+# Pillow modes of 16- (or 32-) bit integer grayscale: values go up to 65535, not 255.
+_WIDE_GRAY = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class ImageDecodeError(Exception):
+    """The file is not a decodable image; the message is the reason recorded for it."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in _WIDE_GRAY:
+        wide = np.asarray(img, dtype=np.float64)
+        gray = np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(
+    path: str | os.PathLike, size: tuple[int, int], interpolation: str = "nearest"
+) -> np.ndarray:
+    """Read an image file as a ``(height, width, 3)`` uint8 RGB array of the given size.
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images become RGB. Raises
+    :class:`ImageDecodeError` for anything that is not a complete, decodable image: an empty
+    file, a file that is not an image, a truncated file, or one over Pillow's
+    decompression-bomb limit.
+    """
+    height, width = size
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here
+            img = _to_rgb(img)
+            if img.size != (width, height):
+                img = img.resize((width, height), INTERPOLATIONS[interpolation])
+            return np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"too large: {exc}") from None
+    except Image.UnidentifiedImageError:
+        size_bytes = os.path.getsize(path)
+        reason = "empty file" if size_bytes == 0 else "not an image Pillow can identify"
+        raise ImageDecodeError(reason) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow reports truncated and corrupt data as OSError (SyntaxError for some formats).
+        kind = "truncated file" if "truncat" in str(exc).lower() else "cannot decode"
+        raise ImageDecodeError(f"{kind}: {exc}") from None

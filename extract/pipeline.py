@@ -1,0 +1,192 @@
+"""The local extraction engine: images → backbone → feature file, in one process.
+
+Images are decoded by a pool of threads (Pillow releases the GIL while decoding and
+resizing) a few batches ahead of the backbone, so inference never waits on JPEG decoding.
+Rows reach the writer in listing order, so the file's row order does not depend on timing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import features
+from features import FeatureWriter
+
+from .backbones import LoadedBackbone
+from .images import ImageDecodeError, load_image
+from .sources import ImageListing
+
+#: Batches decoded ahead of the one the backbone is working on.
+PREFETCH_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What a run did, for the summary line and for callers."""
+
+    output: Path
+    written: int
+    skipped: list[tuple[str, str]]
+    ignored: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"wrote {self.written} images, skipped {len(self.skipped)}, ignored {self.ignored} files "
+            f"in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s) to {self.output}"
+        )
+
+
+def _decode(root: Path, rel: str, size: int, interpolation: str) -> np.ndarray | str:
+    """The decoded image, or the reason it could not be decoded."""
+    try:
+        return load_image(root / rel, (size, size), interpolation)
+    except ImageDecodeError as exc:
+        return str(exc)
+    except OSError as exc:  # unreadable file: permissions, vanished since listing
+        return f"cannot read: {exc.strerror or exc}"
+
+
+def decoded_batches(
+    listing: ImageListing,
+    batch_size: int,
+    size: int,
+    interpolation: str = "nearest",
+    workers: int | None = None,
+) -> Iterator[list[tuple[int, np.ndarray | str]]]:
+    """Yield batches of ``(index into listing, image or reason)``, in listing order.
+
+    Up to :data:`PREFETCH_BATCHES` batches after the one yielded are being decoded meanwhile.
+    """
+    n = len(listing)
+    starts = iter(range(0, n, batch_size))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+
+        def submit(start: int) -> list:
+            return [
+                (i, pool.submit(_decode, listing.root, listing.paths[i], size, interpolation))
+                for i in range(start, min(start + batch_size, n))
+            ]
+
+        pending = deque(submit(s) for s in itertools.islice(starts, PREFETCH_BATCHES + 1))
+        while pending:
+            batch = pending.popleft()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(submit(nxt))
+            yield [(i, future.result()) for i, future in batch]
+
+
+def provenance(
+    loaded: LoadedBackbone, listing: ImageListing, dataset: str, interpolation: str, dtype: str
+) -> dict:
+    """The attributes that say where a feature file's rows came from."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "featurebank_version": features.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": dataset,
+        "dataset_root": str(listing.root.resolve()),
+        "backbone": loaded.backbone.name,
+        "layer": loaded.layer,
+        "weights": loaded.weights,
+        "weights_sha256": loaded.weights_sha256,
+        "pooling": loaded.pooling,
+        "image_size": loaded.image_size,
+        "interpolation": interpolation,
+        "preprocessing": loaded.backbone.preprocessing,
+        "dtype": dtype,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+    }
+
+
+def extract(
+    listing: ImageListing,
+    loaded: LoadedBackbone,
+    output: str | os.PathLike,
+    *,
+    dataset: str = "",
+    batch_size: int = 32,
+    buffer_size: int = 1000,
+    dtype: str = "float32",
+    interpolation: str = "nearest",
+    progress: bool = True,
+) -> ExtractSummary:
+    """Extract one feature row per decodable image of ``listing`` into ``output``.
+
+    Images that cannot be decoded are recorded in the file's ``skipped`` list with their
+    reason; they never stop the run.
+    """
+    output = Path(output)
+    started = time.perf_counter()
+    attrs = provenance(loaded, listing, dataset or listing.root.name, interpolation, dtype)
+    preprocess = loaded.backbone.preprocess_input
+    model = loaded.model
+    skipped: list[tuple[str, str]] = []
+    bar = tqdm(
+        total=len(listing), unit="img", desc="extract", file=sys.stderr, disable=not progress,
+        dynamic_ncols=True,
+    )
+    with FeatureWriter(
+        output,
+        dim=loaded.dim,
+        label_names=listing.class_names,
+        attrs=attrs,
+        dtype=dtype,
+        buffer_size=buffer_size,
+    ) as writer, bar:
+        for batch in decoded_batches(listing, batch_size, loaded.image_size, interpolation):
+            good: list[int] = []
+            images: list[np.ndarray] = []
+            for i, result in batch:
+                if isinstance(result, str):
+                    writer.skip(listing.paths[i], result)
+                    skipped.append((listing.paths[i], result))
+                else:
+                    good.append(i)
+                    images.append(result)
+            if images:
+                x = preprocess(np.stack(images).astype(np.float32))
+                out = np.asarray(model.predict_on_batch(x))
+                writer.add(
+                    out.reshape(len(images), -1),
+                    listing.labels[good],
+                    [listing.paths[i] for i in good],
+                )
+            bar.update(len(batch))
+            if skipped:
+                bar.set_postfix(skipped=len(skipped), refresh=False)
+    return ExtractSummary(
+        output=output,
+        written=writer.rows_written,
+        skipped=skipped,
+        ignored=len(listing.ignored),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def format_skipped(skipped: Sequence[tuple[str, str]], limit: int = 10) -> list[str]:
+    """Lines naming skipped images and why, at most ``limit`` of them."""
+    lines = [f"  skipped {path}: {reason}" for path, reason in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more (all are listed in the file's 'skipped')")
+    return lines

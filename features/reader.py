@@ -1,0 +1,153 @@
+"""Reading and validating a feature file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import schema
+
+
+class FeatureFileError(ValueError):
+    """A file that cannot be used as a feature file; the message names the file and the fault."""
+
+
+def _decode(values: np.ndarray) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class FeatureFile:
+    """A validated, read-only view of a feature file.
+
+    Opening checks the file before anything is computed from it: it must be HDF5, hold
+    ``features`` (2-D), ``labels`` (1-D integers) and ``label_names``, with one label per row,
+    every label an index into ``label_names``, and every row committed (a run that was stopped
+    leaves fewer committed rows than images). Any fault raises :class:`FeatureFileError` with
+    one line naming the file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to read.
+    allow_partial : bool
+        Accept a file whose run did not finish, using its committed rows only.
+
+    Attributes
+    ----------
+    n_rows, dim : int
+        Number of usable rows and length of a feature vector.
+    labels : ndarray of int32, shape (n_rows,)
+    label_names : list of str
+    paths : list of str or None
+        Image paths relative to the dataset root; None in files without them.
+    skipped : list of (path, reason)
+    attrs : dict
+        Provenance attributes as plain Python values.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, allow_partial: bool = False) -> None:
+        self.path = Path(path)
+        name = str(self.path)
+        if not self.path.is_file():
+            raise FeatureFileError(f"{name}: no such file")
+        try:
+            is_hdf5 = h5py.is_hdf5(self.path)
+        except OSError as exc:
+            raise FeatureFileError(f"{name}: cannot be read ({exc})") from None
+        if not is_hdf5:
+            raise FeatureFileError(f"{name}: not an HDF5 file, so not a feature file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise FeatureFileError(
+                f"{name}: HDF5 file cannot be opened, it may be truncated or corrupt ({exc})"
+            ) from None
+        try:
+            self._validate(allow_partial)
+        except FeatureFileError:
+            self._file.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            self._file.close()
+            raise FeatureFileError(f"{name}: damaged feature file ({exc})") from None
+
+    def _validate(self, allow_partial: bool) -> None:
+        f, name = self._file, str(self.path)
+        missing = [key for key in schema.REQUIRED if key not in f]
+        if missing:
+            raise FeatureFileError(
+                f"{name}: not a feature file, missing {', '.join(missing)} "
+                f"(a feature file has {', '.join(schema.REQUIRED)})"
+            )
+        self.attrs: dict[str, Any] = {k: _plain(v) for k, v in f.attrs.items()}
+        features, labels = f[schema.FEATURES], f[schema.LABELS]
+        if features.ndim != 2:
+            raise FeatureFileError(f"{name}: features must be 2-D (rows, dim), found shape {features.shape}")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise FeatureFileError(
+                f"{name}: labels must be 1-D integers, found {labels.dtype} {labels.shape}"
+            )
+        if len(features) != len(labels):
+            raise FeatureFileError(
+                f"{name}: {len(features)} feature rows but {len(labels)} labels"
+            )
+        n = len(labels)
+        committed = self.attrs.get(schema.ROWS_COMMITTED, n)
+        complete = self.attrs.get(schema.COMPLETE, True)
+        if committed > n:
+            raise FeatureFileError(f"{name}: says {committed} rows are committed but holds {n}")
+        if (committed < n or not complete) and not allow_partial:
+            raise FeatureFileError(
+                f"{name}: extraction did not finish ({committed} rows committed); run the same "
+                "extract command again to complete it, or pass --allow-partial to use those rows"
+            )
+        self.n_rows = int(committed)
+        self.dim = int(features.shape[1])
+        self.label_names = _decode(f[schema.LABEL_NAMES][()])
+        self.labels = labels[: self.n_rows].astype(np.int32)
+        if self.n_rows and (self.labels.min() < 0 or self.labels.max() >= len(self.label_names)):
+            raise FeatureFileError(
+                f"{name}: labels must be indices into the {len(self.label_names)} label_names"
+            )
+        self.paths = _decode(f[schema.PATHS][: self.n_rows]) if schema.PATHS in f else None
+        if self.paths is not None and len(self.paths) != self.n_rows:
+            raise FeatureFileError(f"{name}: {len(f[schema.PATHS])} paths for {n} rows")
+        self.skipped = (
+            [tuple(_decode(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
+        )
+
+    @property
+    def features(self) -> h5py.Dataset:
+        """The ``features`` dataset itself, for reading slices without loading it all."""
+        return self._file[schema.FEATURES]
+
+    def load_features(self, dtype: str = "float32") -> np.ndarray:
+        """All committed rows as one in-memory array of ``dtype``."""
+        if self.n_rows == 0:
+            return np.empty((0, self.dim), dtype=dtype)
+        # astype converts in HDF5 while reading, without a second full-size copy.
+        return self.features.astype(dtype)[: self.n_rows]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> FeatureFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute values as plain Python ones (str, int, float, bool, list)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

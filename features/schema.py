@@ -1,0 +1,75 @@
+"""Names, types and version of the featurebank HDF5 file format.
+
+One file holds the features of one dataset extracted by one model::
+
+    features      float32 or float16 (N, D), chunked by rows   one row per image
+    labels        int32 (N,)                                    index into label_names
+    label_names   UTF-8 strings (C,)                            sorted class folder names
+    paths         UTF-8 strings (N,)                            image path relative to the dataset root
+    skipped       UTF-8 strings (K, 2)                          [path, reason] of images not decoded
+
+and provenance in the file's attributes (see :data:`PROVENANCE_ATTRS`). The first three
+names are the ones the published feature-extraction recipe uses; files that hold only those
+three are read too.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+
+FEATURES = "features"
+LABELS = "labels"
+LABEL_NAMES = "label_names"
+PATHS = "paths"
+SKIPPED = "skipped"
+
+#: Datasets every feature file must have.
+REQUIRED = (FEATURES, LABELS, LABEL_NAMES)
+
+#: Storage types a user may choose for ``features``.
+FEATURE_DTYPES = ("float32", "float16")
+LABEL_DTYPE = "int32"
+
+#: Attribute that says how many rows are committed: rows past it are not valid yet.
+ROWS_COMMITTED = "rows_committed"
+#: Attribute set to True only when the run that wrote the file finished.
+COMPLETE = "complete"
+
+#: Attributes written by ``extract``; each one is a plain string, number or bool.
+PROVENANCE_ATTRS = (
+    "format_version",
+    "featurebank_version",
+    "created",
+    "dataset",
+    "dataset_root",
+    "backbone",
+    "layer",
+    "weights",
+    "weights_sha256",
+    "pooling",
+    "image_size",
+    "interpolation",
+    "preprocessing",
+    "dtype",
+    "tensorflow_version",
+    "keras_version",
+    ROWS_COMMITTED,
+    COMPLETE,
+)
+
+#: Attributes whose values decide the feature values: two files (or two parts of one file)
+#: can only be compared or merged when all of these agree.
+FEATURE_DEFINING_ATTRS = (
+    "backbone",
+    "layer",
+    "weights_sha256",
+    "pooling",
+    "image_size",
+    "interpolation",
+    "preprocessing",
+    "dtype",
+)
+
+#: Target size of one ``features`` chunk: whole rows, about 1 MiB, so that reading a slice of
+#: rows touches few chunks and the writer's flushes are whole chunks.
+CHUNK_BYTES = 1 << 20

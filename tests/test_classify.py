@@ -1,0 +1,164 @@
+"""Stage 2: the split, the search, the reports and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import joblib
+import numpy as np
+import pytest
+from conftest import run_module
+from sklearn.metrics import classification_report
+
+from classify.search import SplitError, stratified_split
+from features import FeatureWriter
+
+
+def blobs_file(path, per_class=(20, 20, 20), dim=8, spread=3.0, seed=0):
+    """Gaussian classes of unit variance, ``spread`` apart on every axis, as a feature file."""
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal(spread * k, 1.0, (n, dim)) for k, n in enumerate(per_class)])
+    y = np.repeat(np.arange(len(per_class)), per_class)
+    names = ["ant", "bee", "cow"][: len(per_class)]
+    with FeatureWriter(path, dim=dim, label_names=names, attrs={"backbone": "blobs"}) as w:
+        w.add(X, y, [f"{names[label]}/{i}.jpg" for i, label in enumerate(y)])
+    return X, y
+
+
+def test_split_is_stratified_and_reproducible():
+    y = np.repeat(np.arange(4), [40, 20, 12, 8])
+    train, test = stratified_split(y, 0.25, 42)
+    again = stratified_split(y, 0.25, 42)
+    np.testing.assert_array_equal(train, again[0])
+    np.testing.assert_array_equal(test, again[1])
+    assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(y)
+    assert np.bincount(y[test]).tolist() == [10, 5, 3, 2]
+    other = stratified_split(y, 0.25, 7)[1]
+    assert not np.array_equal(test, other)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [(np.zeros(10, dtype=int), "only 1 class"), (np.array([0, 0, 0, 1]), "has 1 row")],
+)
+def test_split_refuses_labels_it_cannot_split(labels, message):
+    with pytest.raises(SplitError, match=message):
+        stratified_split(labels)
+
+
+def test_cli_report_json_and_saved_model(tmp_path):
+    features = tmp_path / "blobs.hdf5"
+    X, y = blobs_file(features)
+    out_json, out_model = tmp_path / "m.json", tmp_path / "m.joblib"
+    result = run_module("classify", "--features", features, "--grid", '{"C": [0.01, 1]}',
+                        "--json", out_json, "--save", out_model, "--jobs", "1")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out_json.read_text())
+    test = np.array(data["test_indices"])
+    np.testing.assert_array_equal(test, stratified_split(y, 0.25, 42)[1])
+    expected = classification_report(y[test], data["test_predictions"],
+                                     target_names=["ant", "bee", "cow"], output_dict=True)
+    for key, row in expected.items():
+        assert data["report"][key] == pytest.approx(row), key
+    assert data["best_params"]["C"] in (0.01, 1)
+    assert data["accuracy"] == 1.0  # class means are 3 * sqrt(8) standard deviations apart
+    assert data["provenance"]["backbone"] == "blobs"
+    for line in ("precision    recall  f1-score   support", "macro avg", "weighted avg", "best parameters"):
+        assert line in result.stdout
+    model = joblib.load(out_model)
+    np.testing.assert_array_equal(model.predict(X[test]), data["test_predictions"])
+
+
+def test_two_runs_are_scored_on_the_same_rows(tmp_path):
+    features = tmp_path / "blobs.hdf5"
+    blobs_file(features, per_class=(30, 17, 13))
+    runs = []
+    for model, grid in (("logreg", '{"C": [1]}'), ("rf", '{"n_estimators": [20]}')):
+        out = tmp_path / f"{model}.json"
+        result = run_module("classify", "-f", features, "-m", model, "--grid", grid, "--json", out, "-j", "1")
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(out.read_text())["test_indices"])
+    assert runs[0] == runs[1] and len(runs[0]) == 15
+
+
+def test_xgboost_search_runs(tmp_path):
+    features = tmp_path / "blobs.hdf5"
+    blobs_file(features, spread=10.0)
+    result = run_module("classify", "-f", features, "-m", "xgb", "--grid", '{"n_estimators": [10]}')
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy: 1.0000" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "the following arguments are required: --features"),
+        (["-f", "x.hdf5", "--model", "svm"], "invalid choice: 'svm'"),
+        (["-f", "x.hdf5", "--test-size", "1.5"], "must lie strictly between 0 and 1"),
+        (["-f", "x.hdf5", "--folds", "1"], "must be at least 2"),
+        (["-f", "x.hdf5", "--grid", "{C: 1}"], "--grid is not valid JSON"),
+        (["-f", "x.hdf5", "--grid", '{"gamma": [1]}'], "--grid names unknown parameters: gamma"),
+        (["-f", "x.hdf5", "--jobs", "0"], "must be -1 (all cores) or at least 1"),
+    ],
+)
+def test_usage_errors_exit_2(args, message):
+    result = run_module("classify", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _one_class(path):
+    with FeatureWriter(path, dim=2, label_names=["a"], attrs={}) as w:
+        w.add(np.zeros((5, 2)), [0] * 5, list("abcde"))
+
+
+def _missing_key(path):
+    with h5py.File(path, "w") as f:
+        f["features"] = np.zeros((3, 2))
+        f["labels"] = np.zeros(3, dtype=int)
+
+
+def _lengths(path):
+    with h5py.File(path, "w") as f:
+        f["features"] = np.zeros((3, 2))
+        f["labels"] = np.zeros(4, dtype=int)
+        f["label_names"] = ["a"]
+
+
+def _truncated(path):
+    blobs_file(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _partial(path):
+    w = FeatureWriter(path, dim=2, label_names=["a", "b"], attrs={})
+    w.add(np.zeros((4, 2)), [0, 1, 0, 1], list("abcd"))
+    w.close(complete=False)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("hello"), "not an HDF5 file"),
+        (_missing_key, "missing label_names"),
+        (_lengths, "3 feature rows but 4 labels"),
+        (_truncated, "truncated or corrupt"),
+        (_partial, "extraction did not finish"),
+        (_one_class, "only 1 class"),
+        (lambda p: blobs_file(p, per_class=(20, 1)), "has 1 row"),
+    ],
+)
+def test_bad_feature_files_give_one_line_and_exit_1(tmp_path, make, message):
+    path = tmp_path / "bad.hdf5"
+    make(path)
+    result = run_module("classify", "--features", path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(path) in lines[0], result.stderr
+
+
+def test_no_such_file(tmp_path):
+    result = run_module("classify", "--features", tmp_path / "absent.hdf5")
+    assert result.returncode == 1 and "no such file" in result.stderr

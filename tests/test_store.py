@@ -1,0 +1,138 @@
+"""The feature store: writer → file → reader, and the reader's checks."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from features import FeatureFile, FeatureFileError, FeatureWriter, schema
+
+
+def write(path, rows=25, dim=6, buffer_size=10, dtype="float32", classes=("a", "b", "c")):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((rows, dim)).astype(np.float32)
+    y = np.arange(rows) % len(classes)
+    paths = [f"{classes[label]}/img_{i:03d}.jpg" for i, label in enumerate(y)]
+    with FeatureWriter(path, dim=dim, label_names=classes, attrs={"backbone": "test"},
+                       dtype=dtype, buffer_size=buffer_size) as w:
+        # Uneven pieces, so rows cross buffer boundaries.
+        for start, stop in ((0, 3), (3, 17), (17, rows)):
+            w.add(X[start:stop], y[start:stop], paths[start:stop])
+        w.skip("c/broken.jpg", "cannot decode: truncated")
+    return X, y, paths
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, y, paths = write(path)
+    with FeatureFile(path) as ff:
+        np.testing.assert_array_equal(ff.load_features(), X)
+        np.testing.assert_array_equal(ff.labels, y)
+        assert ff.paths == paths
+        assert ff.label_names == ["a", "b", "c"]
+        assert ff.skipped == [("c/broken.jpg", "cannot decode: truncated")]
+        assert ff.attrs["backbone"] == "test"
+        assert ff.attrs["rows_committed"] == 25 and ff.attrs["complete"] is True
+        assert ff.attrs["format_version"] == schema.FORMAT_VERSION
+
+
+def test_seed_keys_shapes_and_dtypes(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write(path, rows=25, dim=6)
+    with h5py.File(path, "r") as f:
+        for key in ("features", "labels", "label_names", "paths", "skipped"):
+            assert key in f
+        assert f["features"].shape == (25, 6) and f["features"].dtype == np.float32
+        assert f["features"].chunks[1] == 6  # chunked by whole rows
+        assert f["labels"].shape == (25,) and f["labels"].dtype == np.int32
+        assert f["label_names"].shape == (3,)
+        assert h5py.check_string_dtype(f["label_names"].dtype).encoding == "utf-8"
+        assert h5py.check_string_dtype(f["paths"].dtype).encoding == "utf-8"
+        assert f["skipped"].shape == (1, 2)
+
+
+def test_float16_storage_halves_features(tmp_path):
+    X, _, _ = write(tmp_path / "a.hdf5", rows=40, dim=64, dtype="float32")
+    write(tmp_path / "b.hdf5", rows=40, dim=64, dtype="float16")
+    with h5py.File(tmp_path / "b.hdf5", "r") as f:
+        assert f["features"].dtype == np.float16
+        assert f.attrs["dtype"] == "float16"
+    with FeatureFile(tmp_path / "b.hdf5") as ff:
+        loaded = ff.load_features()
+        assert loaded.dtype == np.float32
+        np.testing.assert_allclose(loaded, X, rtol=1e-3, atol=1e-3)
+
+
+def test_rows_are_committed_per_buffer(tmp_path):
+    path = tmp_path / "f.hdf5"
+    w = FeatureWriter(path, dim=2, label_names=["a"], attrs={}, buffer_size=4)
+    w.add(np.zeros((3, 2)), [0, 0, 0], ["1", "2", "3"])
+    with h5py.File(path, "r") as f:
+        assert f.attrs["rows_committed"] == 0 and len(f["features"]) == 0
+    w.add(np.ones((2, 2)), [0, 0], ["4", "5"])
+    with h5py.File(path, "r") as f:
+        assert f.attrs["rows_committed"] == 5 and not f.attrs["complete"]
+    w.close()
+
+
+def test_writer_rejects_bad_rows(tmp_path):
+    with FeatureWriter(tmp_path / "f.hdf5", dim=3, label_names=["a", "b"], attrs={}) as w:
+        with pytest.raises(ValueError, match="shape"):
+            w.add(np.zeros((2, 4)), [0, 1], ["x", "y"])
+        with pytest.raises(ValueError, match="length"):
+            w.add(np.zeros((2, 3)), [0], ["x", "y"])
+        with pytest.raises(ValueError, match="labels"):
+            w.add(np.zeros((1, 3)), [2], ["x"])
+
+
+def test_unfinished_file_is_refused_unless_allowed(tmp_path):
+    path = tmp_path / "f.hdf5"
+    w = FeatureWriter(path, dim=2, label_names=["a", "b"], attrs={}, buffer_size=2)
+    w.add(np.zeros((4, 2)), [0, 1, 0, 1], list("wxyz"))
+    w.close(complete=False)
+    with pytest.raises(FeatureFileError, match="did not finish"):
+        FeatureFile(path)
+    with FeatureFile(path, allow_partial=True) as ff:
+        assert ff.n_rows == 4
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f.__delitem__("labels"), "missing labels"),
+        (lambda f: f["labels"].resize((3,)), "2 feature rows but 3 labels"),
+        (lambda f: f["labels"].__setitem__(0, 7), "indices into the 2 label_names"),
+    ],
+)
+def test_reader_names_what_is_wrong(tmp_path, damage, message):
+    path = tmp_path / "f.hdf5"
+    with FeatureWriter(path, dim=2, label_names=["a", "b"], attrs={}) as w:
+        w.add(np.zeros((2, 2)), [0, 1], ["x", "y"])
+    with h5py.File(path, "a") as f:
+        f["labels"].resize((2,))
+        damage(f)
+        f.attrs.pop("rows_committed")
+    with pytest.raises(FeatureFileError, match=message) as err:
+        FeatureFile(path)
+    assert str(path) in str(err.value)
+
+
+def test_reader_rejects_files_that_are_not_hdf5(tmp_path):
+    text = tmp_path / "notes.hdf5"
+    text.write_text("not a feature file\n")
+    with pytest.raises(FeatureFileError, match="not an HDF5 file"):
+        FeatureFile(text)
+    with pytest.raises(FeatureFileError, match="no such file"):
+        FeatureFile(tmp_path / "absent.hdf5")
+
+
+def test_reader_accepts_a_file_with_only_the_three_seed_keys(tmp_path):
+    # The published recipe's writer stores just these three datasets.
+    path = tmp_path / "recipe.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("features", data=np.ones((4, 5), dtype=np.float32))
+        f.create_dataset("labels", data=np.array([0, 1, 0, 1]))
+        f.create_dataset("label_names", data=["cats", "dogs"], dtype=h5py.string_dtype())
+    with FeatureFile(path) as ff:
+        assert ff.n_rows == 4 and ff.label_names == ["cats", "dogs"] and ff.paths is None
