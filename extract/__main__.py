@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         listing = list_images(root)
     except DatasetError as exc:
         return fail(str(exc))
-    name = Path(args.dataset).name if Path(args.dataset).is_absolute() else root.name
+    name = Path(os.path.abspath(root)).name  # "." names the folder; links keep their own name
     output = Path(args.output) if args.output else Path(f"{name}.hdf5")
     if not output.parent.is_dir():
         return fail(f"{output}: its folder {output.parent} does not exist")
