@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # TensorFlow's C++ start-up chatter is not for users; set before anything imports it.
@@ -14,7 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from features.schema import FEATURE_DTYPES  # noqa: E402
 
 from .backbones import BACKBONES, POOLINGS  # noqa: E402
-from .images import INTERPOLATIONS  # noqa: E402
+from .images import DEFAULT_MAX_PIXELS, INTERPOLATIONS  # noqa: E402
 from .sources import DATA_ENV  # noqa: E402
 
 DESCRIPTION = """\
@@ -38,8 +39,14 @@ examples:
   python -m extract --dataset ~/photos/birds --backbone mobilenetv2 \
       --weights mobilenetv2_notop.weights.h5 --pooling avg
 
+Nothing is lost when a run stops: rows are committed every --buffer-size rows, and running
+the same command again continues from the first image not committed. Run it again after
+adding images (or classes) and only those are extracted and appended; when nothing changed
+it says so and exits. An output made with other settings (backbone, weights, pooling, image
+size, interpolation, dtype, dataset) is refused unless --overwrite.
+
 Files that cannot be decoded are skipped and listed, with the reason, in the output file.
-Exit status: 0 done, 1 failure (message on stderr), 2 usage error.
+Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupted.
 Data folder: --data-dir, else ${DATA_ENV}, else ./datasets.
 """
 
@@ -84,8 +91,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows kept in memory between writes to the file (default: 1000)")
     p.add_argument("--dtype", default="float32", choices=FEATURE_DTYPES,
                    help="storage type of the features; float16 halves the file (default: float32)")
+    p.add_argument("--max-pixels", type=positive_int, metavar="N",
+                   help="skip images with more than N pixels, read from the header before "
+                        f"decoding (default: Pillow's decompression-bomb limit, {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output instead of resuming or extending it, even one "
+                        "made with other settings")
+    p.add_argument("--prune", action="store_true",
+                   help="remove rows of images that are no longer in the dataset (they are "
+                        "only reported without it)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return p
+
+
+def requested_settings(args: argparse.Namespace, dataset: str) -> dict:
+    """The settings that decide feature values, as far as they are known before loading the
+    model (the weights' SHA-256 is None when the file is not there yet)."""
+    from .backbones import BACKBONES, weights_identity
+
+    backbone = BACKBONES[args.backbone]
+    weights_id, weights_sha = weights_identity(args.backbone, args.weights)
+    return {
+        "backbone": args.backbone,
+        "pooling": args.pooling,
+        "image_size": args.image_size or backbone.input_size,
+        "interpolation": args.interpolation,
+        "preprocessing": backbone.preprocessing,
+        "dtype": args.dtype,
+        "dataset": dataset,
+        "weights": weights_id,
+        "weights_sha256": weights_sha,
+    }
+
+
+def refusal(output: Path, changes: list[str]) -> str:
+    return (
+        f"{output} holds features made with other settings ({'; '.join(changes)}); "
+        "pass --overwrite to replace it, or choose another --output"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,13 +139,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.image_size is not None and args.image_size < 32:
         parser.error(f"--image-size must be at least 32, got {args.image_size}")
 
+    from PIL import Image
+
+    # Images over the limit are skipped with a reason, so Pillow's warning says nothing new.
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    if args.max_pixels and pillow_limit and args.max_pixels > pillow_limit:
+        # Pillow refuses outright at twice its own limit; let a higher --max-pixels decide.
+        Image.MAX_IMAGE_PIXELS = args.max_pixels
+    try:
+        return _run(args)
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _run(args: argparse.Namespace) -> int:
+    from features import FeatureFile, FeatureFileError
+    from features.lock import OutputLock, OutputLockedError
+    from features.writer import remove_stale
+
     from .backbones import WeightsError, load_backbone
-    from .pipeline import extract, format_skipped
+    from .pipeline import extract, finish_existing, format_skipped
+    from .plan import plan_work, settings_changes
     from .sources import DatasetError, list_images, resolve_dataset
 
     def fail(message: str) -> int:
         print(f"extract: error: {message}", file=sys.stderr)
         return 1
+
+    def say(message: str) -> None:
+        print(f"extract: {message}", file=sys.stderr)
 
     try:
         root = resolve_dataset(args.dataset, args.data_dir)
@@ -113,36 +179,80 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output) if args.output else Path(f"{name}.hdf5")
     if not output.parent.is_dir():
         return fail(f"{output}: its folder {output.parent} does not exist")
-    print(
-        f"extract: {len(listing)} images in {len(listing.class_names)} classes from {root}",
-        file=sys.stderr,
-    )
+    say(f"{len(listing)} images in {len(listing.class_names)} classes from {root}")
+
+    lock = OutputLock(output)
     try:
-        loaded = load_backbone(args.backbone, args.weights, args.pooling, args.image_size)
-    except WeightsError as exc:
+        lock.acquire()
+    except OutputLockedError as exc:
         return fail(str(exc))
-    print(
-        f"extract: {args.backbone} ({loaded.weights}, {loaded.layer}, {args.pooling}) "
-        f"-> {loaded.dim} features per image",
-        file=sys.stderr,
-    )
-    try:
-        summary = extract(
-            listing,
-            loaded,
-            output,
-            dataset=name,
-            batch_size=args.batch_size,
-            buffer_size=args.buffer_size,
-            dtype=args.dtype,
-            interpolation=args.interpolation,
-            progress=not args.quiet,
-        )
     except OSError as exc:
-        return fail(f"{output}: cannot write ({exc})")
+        return fail(f"{output}: cannot create its lock file ({exc})")
+    try:
+        remove_stale(output)
+        existing = None
+        if output.exists() and not args.overwrite:
+            try:
+                existing = FeatureFile(output, allow_partial=True)
+            except FeatureFileError as exc:
+                return fail(f"{exc}; pass --overwrite to replace it")
+            existing.close()
+            changes = settings_changes(existing.attrs, requested_settings(args, name))
+            if changes:
+                return fail(refusal(output, changes))
+        plan = plan_work(listing, existing)
+        if plan.gone:
+            action = "removing them" if args.prune else "kept; --prune removes them"
+            say(f"{len(plan.gone)} images in {output} are no longer in the dataset ({action}), "
+                f"e.g. {plan.gone[0]}")
+        if plan.up_to_date(args.prune):
+            print(f"{output} is up to date: {len(listing) - len(plan.todo)} images done, "
+                  "nothing to extract")
+            return 0
+        if plan.resume and plan.done:
+            state = "finished" if plan.complete else "unfinished"
+            say(f"continuing the {state} {output}: {plan.done} images done, {len(plan.todo)} to go"
+                + (f", new classes {', '.join(plan.new_classes)}" if plan.new_classes else ""))
+        if not len(plan.todo):
+            summary = finish_existing(output, plan, prune=args.prune)
+        else:
+            try:
+                loaded = load_backbone(args.backbone, args.weights, args.pooling, args.image_size)
+            except WeightsError as exc:
+                return fail(str(exc))
+            say(f"{args.backbone} ({loaded.weights}, {loaded.layer}, {args.pooling}) "
+                f"-> {loaded.dim} features per image")
+            if existing is not None:
+                changes = settings_changes(
+                    existing.attrs, {"layer": loaded.layer, "weights_sha256": loaded.weights_sha256}
+                )
+                if changes:
+                    return fail(refusal(output, changes))
+            summary = extract(
+                listing,
+                loaded,
+                output,
+                plan=plan,
+                prune=args.prune,
+                dataset=name,
+                batch_size=args.batch_size,
+                buffer_size=args.buffer_size,
+                dtype=args.dtype,
+                interpolation=args.interpolation,
+                max_pixels=args.max_pixels,
+                progress=not args.quiet,
+            )
+    except OSError as exc:
+        return fail(
+            f"{output}: cannot write ({exc}); the rows committed so far are kept, run the same "
+            "command again to continue once the cause is fixed"
+        )
     except KeyboardInterrupt:
-        print(f"extract: interrupted; rows committed so far stay in {output}", file=sys.stderr)
+        say(f"interrupted; rows committed so far stay in {output}, run the same command again "
+            "to continue")
         return 130
+    finally:
+        lock.release()
     for line in format_skipped(summary.skipped):
         print(line, file=sys.stderr)
     print(summary.line())

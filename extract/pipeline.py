@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import h5py
 import numpy as np
 from tqdm import tqdm
 
 import features
-from features import FeatureWriter
+from features import FeatureWriter, schema
 
 from .backbones import LoadedBackbone
 from .images import ImageDecodeError, load_image
+from .plan import Plan, plan_work
 from .sources import ImageListing
 
 #: Batches decoded ahead of the one the backbone is working on.
@@ -41,22 +43,28 @@ class ExtractSummary:
     skipped: list[tuple[str, str]]
     ignored: int
     seconds: float
+    rows: int = 0  # rows in the finished file, earlier runs' included
+    pruned: int = 0  # rows and skipped entries removed because their images are gone
 
     @property
     def images_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        pruned = f", removed {self.pruned} gone" if self.pruned else ""
         return (
-            f"wrote {self.written} images, skipped {len(self.skipped)}, ignored {self.ignored} files "
-            f"in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s) to {self.output}"
+            f"wrote {self.written} images, skipped {len(self.skipped)}, ignored {self.ignored} files"
+            f"{pruned} in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s) to "
+            f"{self.output} ({self.rows} rows)"
         )
 
 
-def _decode(root: Path, rel: str, size: int, interpolation: str) -> np.ndarray | str:
+def _decode(
+    root: Path, rel: str, size: int, interpolation: str, max_pixels: int | None
+) -> np.ndarray | str:
     """The decoded image, or the reason it could not be decoded."""
     try:
-        return load_image(root / rel, (size, size), interpolation)
+        return load_image(root / rel, (size, size), interpolation, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         return str(exc)
     except OSError as exc:  # unreadable file: permissions, vanished since listing
@@ -65,23 +73,26 @@ def _decode(root: Path, rel: str, size: int, interpolation: str) -> np.ndarray |
 
 def decoded_batches(
     listing: ImageListing,
+    indices: Sequence[int],
     batch_size: int,
     size: int,
     interpolation: str = "nearest",
     workers: int | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[list[tuple[int, np.ndarray | str]]]:
-    """Yield batches of ``(index into listing, image or reason)``, in listing order.
+    """Yield batches of ``(index into listing, image or reason)`` for ``indices``, in order.
 
     Up to :data:`PREFETCH_BATCHES` batches after the one yielded are being decoded meanwhile.
     """
-    n = len(listing)
+    indices = list(indices)
+    n = len(indices)
     starts = iter(range(0, n, batch_size))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
 
         def submit(start: int) -> list:
             return [
-                (i, pool.submit(_decode, listing.root, listing.paths[i], size, interpolation))
-                for i in range(start, min(start + batch_size, n))
+                (i, pool.submit(_decode, listing.root, listing.paths[i], size, interpolation, max_pixels))
+                for i in indices[start : start + batch_size]
             ]
 
         pending = deque(submit(s) for s in itertools.islice(starts, PREFETCH_BATCHES + 1))
@@ -124,37 +135,52 @@ def extract(
     loaded: LoadedBackbone,
     output: str | os.PathLike,
     *,
+    plan: Plan | None = None,
+    prune: bool = False,
     dataset: str = "",
     batch_size: int = 32,
     buffer_size: int = 1000,
     dtype: str = "float32",
     interpolation: str = "nearest",
+    max_pixels: int | None = None,
     progress: bool = True,
 ) -> ExtractSummary:
     """Extract one feature row per decodable image of ``listing`` into ``output``.
 
-    Images that cannot be decoded are recorded in the file's ``skipped`` list with their
-    reason; they never stop the run.
+    ``plan`` (from :func:`extract.plan.plan_work`) says which images are still to do and
+    whether ``output`` is extended; without it every image is extracted into a new file.
+    ``prune`` drops the rows of images that are no longer in the dataset. Images that cannot
+    be decoded are recorded in the file's ``skipped`` list with their reason; they never stop
+    the run. Batches are cut from the listing at fixed positions, so a resumed run feeds the
+    backbone the same batches an uninterrupted one would and the features are bit-equal.
     """
     output = Path(output)
+    plan = plan or plan_work(listing)
     started = time.perf_counter()
     attrs = provenance(loaded, listing, dataset or listing.root.name, interpolation, dtype)
+    if plan.resume and "created" in plan.attrs:
+        attrs["created"] = plan.attrs["created"]
+        attrs["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     preprocess = loaded.backbone.preprocess_input
     model = loaded.model
     skipped: list[tuple[str, str]] = []
     bar = tqdm(
-        total=len(listing), unit="img", desc="extract", file=sys.stderr, disable=not progress,
-        dynamic_ncols=True,
+        total=len(listing), initial=plan.done, unit="img", desc="extract", file=sys.stderr,
+        disable=not progress, dynamic_ncols=True,
     )
     with FeatureWriter(
         output,
         dim=loaded.dim,
-        label_names=listing.class_names,
+        label_names=plan.label_names,
         attrs=attrs,
         dtype=dtype,
         buffer_size=buffer_size,
+        resume=plan.resume,
     ) as writer, bar:
-        for batch in decoded_batches(listing, batch_size, loaded.image_size, interpolation):
+        batches = decoded_batches(
+            listing, plan.todo, batch_size, loaded.image_size, interpolation, max_pixels=max_pixels
+        )
+        for batch in batches:
             good: list[int] = []
             images: list[np.ndarray] = []
             for i, result in batch:
@@ -169,18 +195,44 @@ def extract(
                 out = np.asarray(model.predict_on_batch(x))
                 writer.add(
                     out.reshape(len(images), -1),
-                    listing.labels[good],
+                    plan.labels[good],
                     [listing.paths[i] for i in good],
                 )
             bar.update(len(batch))
             if skipped:
                 bar.set_postfix(skipped=len(skipped), refresh=False)
+        pruned = writer.finish(drop=plan.gone if prune else ())
     return ExtractSummary(
         output=output,
-        written=writer.rows_written,
+        written=writer.n_added,
         skipped=skipped,
         ignored=len(listing.ignored),
         seconds=time.perf_counter() - started,
+        rows=writer.rows_written,
+        pruned=pruned,
+    )
+
+
+def finish_existing(output: str | os.PathLike, plan: Plan, prune: bool = False) -> ExtractSummary:
+    """Bring ``output`` up to date when no image needs the backbone: write the finished file
+    of a run killed after its last row, and with ``prune`` drop the images that are gone."""
+    output = Path(output)
+    started = time.perf_counter()
+    attrs = {k: v for k, v in plan.attrs.items() if k not in (schema.SEGMENTS,)}
+    with h5py.File(output, "r") as f:
+        dim, dtype = int(f[schema.FEATURES].shape[1]), str(f[schema.FEATURES].dtype)
+    with FeatureWriter(
+        output, dim=dim, label_names=plan.label_names, attrs=attrs, dtype=dtype, resume=True
+    ) as writer:
+        pruned = writer.finish(drop=plan.gone if prune else ())
+    return ExtractSummary(
+        output=output,
+        written=0,
+        skipped=[],
+        ignored=0,
+        seconds=time.perf_counter() - started,
+        rows=writer.rows_written,
+        pruned=pruned,
     )
 
 

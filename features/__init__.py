@@ -1,12 +1,14 @@
 """featurebank's feature store: one HDF5 file per dataset and model, shared by both stages.
 
-``FeatureWriter`` writes it (buffered, chunked, with provenance), ``FeatureFile`` reads and
-validates it; ``schema`` holds the names and types of the format.
+``FeatureWriter`` writes it (buffered, with provenance, committed atomically so a killed run
+loses nothing and can be resumed), ``FeatureFile`` reads and validates it, ``OutputLock`` keeps
+a second writer away; ``schema`` holds the names and types of the format.
 """
 
 from . import schema
+from .lock import OutputLock, OutputLockedError
 from .reader import FeatureFile, FeatureFileError
 from .writer import FeatureWriter
 
-__all__ = ["FeatureFile", "FeatureFileError", "FeatureWriter", "schema"]
+__all__ = ["FeatureFile", "FeatureFileError", "FeatureWriter", "OutputLock", "OutputLockedError", "schema"]
 __version__ = "0.1.0"

@@ -95,6 +95,7 @@ class FeatureFile:
             raise FeatureFileError(
                 f"{name}: {len(features)} feature rows but {len(labels)} labels"
             )
+        self._check_parts(name)
         n = len(labels)
         committed = self.attrs.get(schema.ROWS_COMMITTED, n)
         complete = self.attrs.get(schema.COMPLETE, True)
@@ -119,6 +120,24 @@ class FeatureFile:
         self.skipped = (
             [tuple(_decode(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
         )
+
+    def _check_parts(self, name: str) -> None:
+        """An unfinished file reads its rows from part files; all of them must be there.
+
+        HDF5 would read the rows of a missing part as fill values, silently.
+        """
+        folder = self.path.parent
+        for key in (schema.FEATURES, schema.LABELS, schema.PATHS):
+            ds = self._file.get(key)
+            if ds is None or not ds.is_virtual:
+                continue
+            for source in ds.virtual_sources():
+                part = Path(source.file_name)
+                if not (part if part.is_absolute() else folder / part).is_file():
+                    raise FeatureFileError(
+                        f"{name}: unfinished file whose part {source.file_name} is missing; "
+                        "run the extract command again with --overwrite to start over"
+                    )
 
     @property
     def features(self) -> h5py.Dataset:

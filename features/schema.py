@@ -11,6 +11,10 @@ One file holds the features of one dataset extracted by one model::
 and provenance in the file's attributes (see :data:`PROVENANCE_ATTRS`). The first three
 names are the ones the published feature-extraction recipe uses; files that hold only those
 three are read too.
+
+While an extraction runs (or after it was killed), ``features``, ``labels`` and ``paths`` are
+virtual datasets over part files in ``<file>.parts/`` and ``complete`` is False; a finished
+file is self-contained.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ LABEL_DTYPE = "int32"
 ROWS_COMMITTED = "rows_committed"
 #: Attribute set to True only when the run that wrote the file finished.
 COMPLETE = "complete"
+#: Attribute of an unfinished file only: JSON list of the part files its virtual datasets
+#: read, in row order (see :mod:`features.writer`).
+SEGMENTS = "segments"
 
 #: Attributes written by ``extract``; each one is a plain string, number or bool.
 PROVENANCE_ATTRS = (

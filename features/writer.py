@@ -1,9 +1,33 @@
-"""Buffered, chunked writer of a feature file."""
+"""Crash-safe, resumable writer of a feature file.
+
+Committed data is never rewritten in place. Every ``buffer_size`` rows the writer
+
+1. writes those rows to a new *part* file in ``<output>.parts/`` under a temporary name,
+   syncs it to disk and renames it into place, then
+2. rewrites ``<output>`` as a small *index*: ``features``, ``labels`` and ``paths`` are HDF5
+   virtual datasets over all parts, beside ``label_names``, ``skipped`` and the provenance
+   attributes; again written under a temporary name, synced and atomically renamed.
+
+So at any moment, SIGKILL and power loss included, ``<output>`` is either the previous index
+or the next one: a valid feature file whose rows are all committed, which ``python -m extract``
+can extend from where it stopped. When the run finishes, the parts are copied into one
+self-contained file (plain chunked datasets, no virtual ones) that replaces the index, and the
+parts folder is removed. Only the file being written can be lost, never a committed one.
+
+A finished file can be extended the same way: it becomes the first part (by a hard link, not a
+copy) and new rows follow it.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
+import json
 import os
-from collections.abc import Mapping, Sequence
+import secrets
+import shutil
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +38,9 @@ from . import schema
 
 _STR = h5py.string_dtype("utf-8")
 
+PARTS_SUFFIX = ".parts"
+_TMP_MARK = ".tmp-"
+
 
 def chunk_rows(dim: int, dtype: str) -> int:
     """Rows per ``features`` chunk: whole rows adding up to about :data:`schema.CHUNK_BYTES`."""
@@ -21,28 +48,144 @@ def chunk_rows(dim: int, dtype: str) -> int:
     return max(1, schema.CHUNK_BYTES // row_bytes)
 
 
-class FeatureWriter:
-    """Write rows of features, labels and paths to one HDF5 file, a buffer at a time.
+def parts_dir(output: str | os.PathLike) -> Path:
+    """The folder holding the parts of an unfinished ``output``: ``<output>.parts``."""
+    output = Path(output)
+    return output.with_name(output.name + PARTS_SUFFIX)
 
-    Rows are kept in memory and written every ``buffer_size`` rows (and on :meth:`close`),
-    so HDF5 sees few large writes. After each write the attribute ``rows_committed`` says how
-    many rows are valid and the file is flushed to disk; ``complete`` becomes True only when
-    :meth:`close` is called with ``complete=True``.
+
+def _decode(values: Any) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Sync ``tmp`` to disk and rename it to ``path`` (atomic on POSIX file systems)."""
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)  # make the rename itself durable
+
+
+# HDF5 must never meet a failed write (full disk, file-size limit): after one, h5py cannot
+# close the file cleanly and the process may crash when the file object is freed (h5py issues
+# 914, 1642). So small files are built in memory and written by Python, where a failed write
+# is a plain OSError; the one large file, the finished output, first reserves its space.
+
+
+@contextmanager
+def _atomic_small_h5(path: Path) -> Iterator[h5py.File]:
+    """Build an HDF5 file in memory, then write it to ``path`` atomically."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        yield f
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as out:
+            out.write(image.getbuffer())
+        _publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _atomic_large_h5(path: Path, nbytes: int) -> Iterator[h5py.File]:
+    """Write an HDF5 file of at most ``nbytes`` under a temporary name, then rename it."""
+    tmp = _tmp_name(path)
+    try:
+        _reserve(tmp, nbytes)
+        with h5py.File(tmp, "w") as f:
+            yield f
+        _publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _reserve(tmp: Path, nbytes: int) -> None:
+    """Fail now, with an OSError, if ``nbytes`` cannot be written (no space, size limit)."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems that cannot tell
+            raise
+    finally:
+        os.close(fd)
+
+
+def segments_of(f: h5py.File) -> list[dict[str, Any]] | None:
+    """The parts an index file is made of, or None for a finished, self-contained file."""
+    raw = f.attrs.get(schema.SEGMENTS)
+    if raw is None:
+        return None
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def remove_stale(output: str | os.PathLike) -> None:
+    """Delete what killed runs left behind: temporary files, and parts no index refers to.
+
+    Call it only while holding the output's lock (:class:`features.lock.OutputLock`).
+    """
+    output = Path(output)
+    for tmp in output.parent.glob(f".{output.name}{_TMP_MARK}*"):
+        tmp.unlink(missing_ok=True)
+    parts = parts_dir(output)
+    if not parts.is_dir():
+        return
+    used: set[str] = set()
+    try:
+        with h5py.File(output, "r") as f:
+            used = {Path(s["file"]).name for s in segments_of(f) or []}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no readable index: nothing in parts is committed
+    for child in parts.iterdir():
+        if child.name not in used:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    if not used:
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+class FeatureWriter:
+    """Write rows of features, labels and paths to one feature file, safely and resumably.
+
+    Rows are kept in memory and committed every ``buffer_size`` rows (and on :meth:`close`) as
+    described in the module docstring. After each commit, the attribute ``rows_committed``
+    of ``path`` says how many rows it holds; ``complete`` becomes True only when
+    :meth:`finish` (or :meth:`close` with ``complete=True``) has written the finished file.
 
     Parameters
     ----------
     path : str or Path
-        Output file. It is created, replacing any file of that name.
+        Output file.
     dim : int
         Length of one feature vector.
     label_names : sequence of str
-        Class names; a row's label is an index into them.
+        Class names; a row's label is an index into them. When resuming they must start with
+        the file's own names (new classes are appended, old labels keep their numbers).
     attrs : mapping
         Provenance attributes written to the file (see :data:`schema.PROVENANCE_ATTRS`).
     dtype : {"float32", "float16"}
         Storage type of ``features``; rows are converted on write.
     buffer_size : int
-        Rows kept in memory between writes.
+        Rows kept in memory between commits.
+    resume : bool
+        Keep the rows already in ``path`` (finished or not) and add after them. Without it an
+        empty file replaces ``path`` at once.
 
     Examples
     --------
@@ -59,6 +202,7 @@ class FeatureWriter:
         attrs: Mapping[str, Any],
         dtype: str = "float32",
         buffer_size: int = 1000,
+        resume: bool = False,
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be at least 1, got {dim}")
@@ -67,45 +211,80 @@ class FeatureWriter:
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
         self.path = Path(path)
+        self.parts = parts_dir(self.path)
         self.dim = dim
         self.dtype = dtype
         self.buffer_size = buffer_size
-        self.n_classes = len(label_names)
+        self.label_names = [str(n) for n in label_names]
+        self.n_classes = len(self.label_names)
+        self.attrs = dict(attrs)
+        self._run = secrets.token_hex(4)  # part names never collide with an earlier run's
+        self._seq = 0
+        self._segments: list[dict[str, Any]] = []
+        self._base: dict[str, Any] | None = None  # a finished file whose rows come first
+        self._skipped: list[tuple[str, str]] = []
         self._buf_features: list[np.ndarray] = []
         self._buf_labels: list[np.ndarray] = []
         self._buf_paths: list[str] = []
+        self._buf_skipped: list[tuple[str, str]] = []
         self._buffered = 0
-        self.rows_written = 0
-        self.n_skipped = 0
+        self._closed = False
+        self._changed = False
+        self.rows_written = 0  # rows committed in the file, earlier runs included
+        self.n_added = 0  # rows added by this writer
+        self.n_skipped = 0  # images skipped by this writer
+        if resume and self.path.exists():
+            self._load_existing()
+        else:
+            self._changed = True
+            self._write_index()  # the output exists, valid and empty, from the start
 
-        self._file = h5py.File(self.path, "w")
-        f = self._file
-        f.create_dataset(
-            schema.FEATURES,
-            shape=(0, dim),
-            maxshape=(None, dim),
-            dtype=dtype,
-            chunks=(chunk_rows(dim, dtype), dim),
-        )
-        f.create_dataset(
-            schema.LABELS, shape=(0,), maxshape=(None,), dtype=schema.LABEL_DTYPE, chunks=(4096,)
-        )
-        f.create_dataset(schema.LABEL_NAMES, data=np.array(list(label_names), dtype=object), dtype=_STR)
-        f.create_dataset(schema.PATHS, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
-        skipped = f.create_dataset(
-            schema.SKIPPED, shape=(0, 2), maxshape=(None, 2), dtype=_STR, chunks=(256, 2)
-        )
-        skipped.attrs["columns"] = ["path", "reason"]
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f.attrs["format_version"] = schema.FORMAT_VERSION
-        f.attrs["dtype"] = dtype
-        f.attrs[schema.ROWS_COMMITTED] = 0
-        f.attrs[schema.COMPLETE] = False
-        f.flush()
+    # -- state -------------------------------------------------------------------------
+
+    def _load_existing(self) -> None:
+        with h5py.File(self.path, "r") as f:
+            names = _decode(f[schema.LABEL_NAMES][()])
+            if names != self.label_names[: len(names)]:
+                raise ValueError(
+                    f"{self.path}: label_names must start with the file's own {names}, "
+                    f"got {self.label_names}"
+                )
+            features = f[schema.FEATURES]
+            if features.shape[1] != self.dim:
+                raise ValueError(f"{self.path}: holds {features.shape[1]}-dim features, not {self.dim}")
+            if features.dtype != np.dtype(self.dtype):
+                raise ValueError(f"{self.path}: holds {features.dtype} features, not {self.dtype}")
+            n = int(f.attrs.get(schema.ROWS_COMMITTED, len(features)))
+            rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
+            self._skipped = [tuple(_decode(row)) for row in rows]
+            segments = segments_of(f)
+            if segments is None:
+                self._base = {"rows": n, "source_rows": len(features)}
+            else:
+                self._segments = segments
+            self._complete = bool(f.attrs.get(schema.COMPLETE, False))
+        self.rows_written = n
+        self._changed = names != self.label_names or not self._complete
+
+    def _adopt_base(self) -> None:
+        """Make the finished file being extended the first part (hard link; copy if need be)."""
+        base, self._base = self._base, None
+        if not base or not base["rows"]:
+            return
+        self.parts.mkdir(exist_ok=True)
+        dest = self.parts / f"base-{self._run}.h5"
+        try:
+            os.link(self.path, dest)
+        except OSError:  # a file system without hard links
+            tmp = dest.with_name(dest.name + _TMP_MARK)
+            shutil.copyfile(self.path, tmp)
+            os.replace(tmp, dest)
+        self._segments.insert(0, {"file": f"{self.parts.name}/{dest.name}", **base})
+
+    # -- adding rows -------------------------------------------------------------------
 
     def add(self, features: np.ndarray, labels: Sequence[int], paths: Sequence[str]) -> None:
-        """Buffer rows; write them out once ``buffer_size`` rows are waiting."""
+        """Buffer rows; commit them once ``buffer_size`` rows are waiting."""
         features = np.asarray(features)
         labels = np.asarray(labels, dtype=schema.LABEL_DTYPE)
         if features.ndim != 2 or features.shape[1] != self.dim:
@@ -126,44 +305,179 @@ class FeatureWriter:
             self.flush()
 
     def skip(self, path: str, reason: str) -> None:
-        """Record an image that could not be used, with the reason, right away."""
-        ds = self._file[schema.SKIPPED]
-        ds.resize(len(ds) + 1, axis=0)
-        ds[-1] = [str(path), str(reason)]
+        """Record an image that could not be used, with the reason; committed with the rows."""
+        self._buf_skipped.append((str(path), str(reason)))
         self.n_skipped += 1
 
     def flush(self) -> None:
-        """Write the buffered rows, then mark them committed and flush the file to disk."""
+        """Commit what is buffered: a new part, then a new index that includes it."""
+        if not (self._buffered or self._buf_skipped):
+            return
         if self._buffered:
-            f = self._file
-            start, stop = self.rows_written, self.rows_written + self._buffered
-            for name, rows in (
-                (schema.FEATURES, np.concatenate(self._buf_features)),
-                (schema.LABELS, np.concatenate(self._buf_labels)),
-                (schema.PATHS, np.array(self._buf_paths, dtype=object)),
-            ):
-                f[name].resize(stop, axis=0)
-                f[name][start:stop] = rows
-            self._buf_features.clear()
-            self._buf_labels.clear()
-            self._buf_paths.clear()
-            self._buffered = 0
-            self.rows_written = stop
-            # Committed only after the rows themselves are in the file.
-            f.attrs[schema.ROWS_COMMITTED] = stop
-        self._file.flush()
+            self._write_part()
+        self._skipped.extend(self._buf_skipped)
+        self._buf_skipped.clear()
+        self._changed = True
+        self._write_index()
+
+    def _write_part(self) -> None:
+        name = f"part-{self._run}-{self._seq:06d}.h5"
+        self._seq += 1
+        n = self._buffered
+        self.parts.mkdir(exist_ok=True)
+        with _atomic_small_h5(self.parts / name) as f:
+            f.create_dataset(schema.FEATURES, data=np.concatenate(self._buf_features))
+            f.create_dataset(schema.LABELS, data=np.concatenate(self._buf_labels))
+            f.create_dataset(schema.PATHS, data=np.array(self._buf_paths, dtype=object), dtype=_STR)
+        self._segments.append({"file": f"{self.parts.name}/{name}", "rows": n, "source_rows": n})
+        self._buf_features.clear()
+        self._buf_labels.clear()
+        self._buf_paths.clear()
+        self._buffered = 0
+        self.rows_written += n
+        self.n_added += n
+
+    def _write_index(self) -> None:
+        if self._base is not None:
+            self._adopt_base()  # the index is about to replace the file the base rows are in
+        n = sum(s["rows"] for s in self._segments)
+        with _atomic_small_h5(self.path) as f:
+            specs = (
+                (schema.FEATURES, (self.dim,), self.dtype, np.nan),
+                (schema.LABELS, (), schema.LABEL_DTYPE, -1),
+                (schema.PATHS, (), _STR, None),
+            )
+            for name, tail, dtype, fill in specs:
+                if n == 0:
+                    f.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype)
+                    continue
+                layout = h5py.VirtualLayout(shape=(n, *tail), dtype=dtype)
+                start = 0
+                for s in self._segments:
+                    # Source names are relative: HDF5 resolves them against the index's folder.
+                    source = h5py.VirtualSource(s["file"], name, shape=(s["source_rows"], *tail))
+                    layout[start : start + s["rows"]] = source[: s["rows"]]
+                    start += s["rows"]
+                # Rows of a missing part read as the fill value; the reader checks for that.
+                f.create_virtual_dataset(name, layout, fillvalue=fill)
+            self._write_common(f, self._skipped)
+            f.attrs[schema.ROWS_COMMITTED] = n
+            f.attrs[schema.COMPLETE] = False
+            f.attrs[schema.SEGMENTS] = json.dumps(self._segments)
+        self.rows_written = n
+
+    def _write_common(self, f: h5py.File, skipped: list[tuple[str, str]]) -> None:
+        f.create_dataset(
+            schema.LABEL_NAMES, data=np.array(self.label_names, dtype=object), dtype=_STR
+        )
+        ds = f.create_dataset(
+            schema.SKIPPED,
+            data=np.array(skipped, dtype=object).reshape(-1, 2),
+            dtype=_STR,
+            maxshape=(None, 2),
+            chunks=(256, 2),
+        )
+        ds.attrs["columns"] = ["path", "reason"]
+        for key, value in self.attrs.items():
+            f.attrs[key] = value
+        f.attrs["format_version"] = schema.FORMAT_VERSION
+        f.attrs["dtype"] = self.dtype
+
+    # -- finishing ---------------------------------------------------------------------
+
+    def finish(self, drop: Collection[str] = ()) -> int:
+        """Commit the buffer and write the finished, self-contained file.
+
+        ``drop`` names paths whose rows (and skipped entries) are left out of it: images that
+        are no longer in the dataset. Returns how many rows and skipped entries were dropped.
+        """
+        if self._closed:
+            return 0
+        self.flush()
+        drop = set(drop)
+        removed = 0
+        if self._changed or drop or self._segments:
+            removed = self._consolidate(drop)
+        self._closed = True
+        return removed
+
+    def _consolidate(self, drop: set[str]) -> int:
+        if self._base is not None:  # a finished file that only gains skipped entries or loses rows
+            sources = [(self.path, self._base["rows"])]
+        else:
+            sources = [(self.path.parent / s["file"], s["rows"]) for s in self._segments]
+        keeps = []
+        for src, rows in sources:
+            with h5py.File(src, "r") as f:
+                paths = _decode(f[schema.PATHS][:rows])
+            keeps.append(np.array([p not in drop for p in paths], dtype=bool))
+        total = int(sum(k.sum() for k in keeps))
+        block = chunk_rows(self.dim, self.dtype) * 16  # bounded memory, whole chunks
+        with _atomic_large_h5(self.path, self._size_bound(total)) as out:
+            feats = out.create_dataset(
+                schema.FEATURES,
+                shape=(total, self.dim),
+                maxshape=(None, self.dim),
+                dtype=self.dtype,
+                chunks=(min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim),
+            )
+            labels = out.create_dataset(
+                schema.LABELS, shape=(total,), maxshape=(None,), dtype=schema.LABEL_DTYPE, chunks=(4096,)
+            )
+            paths_out = out.create_dataset(
+                schema.PATHS, shape=(total,), maxshape=(None,), dtype=_STR, chunks=(4096,)
+            )
+            at = 0
+            for (src, rows), keep in zip(sources, keeps, strict=True):
+                with h5py.File(src, "r") as f:
+                    for start in range(0, rows, block):
+                        stop = min(start + block, rows)
+                        k = keep[start:stop]
+                        m = int(k.sum())
+                        if not m:
+                            continue
+                        feats[at : at + m] = f[schema.FEATURES][start:stop][k]
+                        labels[at : at + m] = f[schema.LABELS][start:stop][k]
+                        paths_out[at : at + m] = f[schema.PATHS][start:stop][k]
+                        at += m
+            skipped = [s for s in self._skipped if s[0] not in drop]
+            self._write_common(out, skipped)
+            out.attrs[schema.ROWS_COMMITTED] = total
+            out.attrs[schema.COMPLETE] = True
+        removed = sum(len(k) - int(k.sum()) for k in keeps) + len(self._skipped) - len(skipped)
+        self._skipped = skipped
+        self.rows_written = total
+        self._base = None
+        self._segments = []
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return removed
+
+    def _size_bound(self, rows: int) -> int:
+        """More bytes than the finished file of ``rows`` rows takes."""
+        per_row = self.dim * np.dtype(self.dtype).itemsize + 4 + 64  # features, label, path
+        extra = sum(len(p) + len(r) + 64 for p, r in self._skipped) + 64 * len(self.label_names)
+        return int(1.05 * (rows * per_row + extra)) + (1 << 20)
 
     def close(self, complete: bool = True) -> None:
-        """Write what is buffered and close; ``complete`` marks the run as finished."""
-        if not self._file:
+        """Commit what is buffered; with ``complete``, also write the finished file."""
+        if self._closed:
             return
-        self.flush()
-        self._file.attrs[schema.COMPLETE] = bool(complete)
-        self._file.close()
+        if complete:
+            self.finish()
+        else:
+            self.flush()
+            self._closed = True
 
     def __enter__(self) -> FeatureWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # A failed run keeps its committed rows but is not marked complete.
-        self.close(complete=exc_type is None)
+        if exc_type is None:
+            self.close(complete=True)
+            return
+        # A failed or interrupted run keeps every committed row. Try to commit the buffer too
+        # (Ctrl-C loses nothing), but never hide the original error behind a second one.
+        try:
+            self.close(complete=False)
+        except Exception:
+            self._closed = True

@@ -92,5 +92,5 @@ def test_summary_line_and_default_output_name(tiny_dataset, tmp_path):
     assert (tmp_path / "tiny.hdf5").is_file()
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("wrote 4 images, skipped 0, ignored 0 files in ")
-    assert summary.endswith("images/s) to tiny.hdf5")
+    assert summary.endswith("images/s) to tiny.hdf5 (4 rows)")
     assert "img/s" in result.stderr  # the progress bar

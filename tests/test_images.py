@@ -131,3 +131,55 @@ def test_extract_writes_good_files_and_records_bad_ones(tmp_path):
         for path, reason in skipped.items():
             assert BAD[path.split("/")[1]] in reason
         assert np.isfinite(ff.load_features()).all()
+
+
+def png_header(path, width: int, height: int) -> None:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels: a decompression bomb's
+    shape, without the bomb (its pixel data is a few bytes, so decoding it would fail)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(12_000, 10_000), (30_000, 30_000)])
+def test_oversized_images_are_refused_from_the_header(tmp_path, width, height):
+    # 120 Mpx is where Pillow only warns and would decode 120 MB; 900 Mpx is its hard error.
+    # Refused as "too large" (not "truncated"), so nothing was decoded.
+    path = tmp_path / "bomb.png"
+    png_header(path, width, height)
+    with pytest.raises(ImageDecodeError, match=f"too large: .*{width * height} pixels"):
+        load_image(path, SIZE)
+
+
+def test_max_pixels_sets_the_limit(matrix):
+    with pytest.raises(ImageDecodeError, match="over the limit of 1999"):
+        load_image(matrix["rgba.png"], SIZE, max_pixels=1999)  # 50 x 40 = 2000 pixels
+    assert load_image(matrix["rgba.png"], SIZE, max_pixels=2000).shape == (*SIZE, 3)
+
+
+def test_extract_skips_oversized_images(tmp_path):
+    from extract.__main__ import main
+    from features import FeatureFile
+
+    root = tmp_path / "big"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(_photo()).save(root / name / "photo.png")
+    png_header(root / "a" / "bomb.png", 30_000, 30_000)
+    Image.fromarray(_photo(80, 100)).save(root / "b" / "large.png")
+    out = tmp_path / "big.hdf5"
+    code = main(["--dataset", str(root), "--weights", "hed-bsds500", "--image-size", "32",
+                 "--max-pixels", "5000", "--output", str(out), "--quiet"])
+    assert code == 0
+    with FeatureFile(out) as ff:
+        assert ff.paths == ["a/photo.png", "b/photo.png"]
+        skipped = dict(ff.skipped)
+        assert sorted(skipped) == ["a/bomb.png", "b/large.png"]
+        assert skipped["a/bomb.png"].startswith("too large: ")
+        assert skipped["b/large.png"] == "too large: 100x80 = 8000 pixels, over the limit of 5000"

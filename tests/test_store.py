@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -136,3 +139,133 @@ def test_reader_accepts_a_file_with_only_the_three_seed_keys(tmp_path):
         f.create_dataset("label_names", data=["cats", "dogs"], dtype=h5py.string_dtype())
     with FeatureFile(path) as ff:
         assert ff.n_rows == 4 and ff.label_names == ["cats", "dogs"] and ff.paths is None
+
+
+# -- crash safety and resuming, at the level of the writer ---------------------------------
+
+
+def test_every_commit_leaves_a_valid_file_of_committed_rows(tmp_path):
+    path = tmp_path / "f.hdf5"
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((10, 3)).astype(np.float32)
+    w = FeatureWriter(path, dim=3, label_names=["a", "b"], attrs={"backbone": "t"}, buffer_size=4)
+    for i in range(10):
+        w.add(X[i : i + 1], [i % 2], [f"{i}.jpg"])
+        # What another process sees at this moment, as if the writer were killed now.
+        with FeatureFile(path, allow_partial=True) as ff:
+            committed = (i + 1) // 4 * 4
+            assert ff.n_rows == committed and ff.attrs["complete"] is False
+            np.testing.assert_array_equal(ff.load_features(), X[:committed])
+            assert ff.paths == [f"{j}.jpg" for j in range(committed)]
+    assert (tmp_path / "f.hdf5.parts").is_dir()
+    w.close()
+    assert not (tmp_path / "f.hdf5.parts").exists()  # the finished file is self-contained
+    with h5py.File(path, "r") as f:
+        assert not f["features"].is_virtual and "segments" not in f.attrs
+    with FeatureFile(path) as ff:
+        np.testing.assert_array_equal(ff.load_features(), X)
+
+
+def test_resuming_a_finished_file_appends_and_keeps_old_labels(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, y, paths = write(path, rows=12, dim=4)
+    more = np.full((3, 4), 7, dtype=np.float32)
+    with FeatureWriter(path, dim=4, label_names=["a", "b", "c", "d"], attrs={"backbone": "test"},
+                       buffer_size=2, resume=True) as w:
+        assert w.rows_written == 12
+        w.add(more, [3, 0, 3], ["d/1.jpg", "a/new.jpg", "d/2.jpg"])
+        w.skip("d/bad.jpg", "empty file")
+    with FeatureFile(path) as ff:
+        np.testing.assert_array_equal(ff.load_features(), np.concatenate([X, more]))
+        np.testing.assert_array_equal(ff.labels, np.concatenate([y, [3, 0, 3]]))
+        assert ff.label_names == ["a", "b", "c", "d"]
+        assert ff.paths == paths + ["d/1.jpg", "a/new.jpg", "d/2.jpg"]
+        assert ff.skipped == [("c/broken.jpg", "cannot decode: truncated"), ("d/bad.jpg", "empty file")]
+
+
+def test_resume_refuses_label_names_that_renumber(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write(path, rows=6)
+    with pytest.raises(ValueError, match="must start with"):
+        FeatureWriter(path, dim=6, label_names=["b", "a", "c"], attrs={}, resume=True)
+
+
+def test_finish_drops_rows_of_gone_images(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, y, paths = write(path, rows=9, dim=6)
+    with FeatureWriter(path, dim=6, label_names=["a", "b", "c"], attrs={}, resume=True) as w:
+        removed = w.finish(drop={paths[0], paths[4], "c/broken.jpg"})
+    assert removed == 3
+    keep = [i for i in range(9) if i not in (0, 4)]
+    with FeatureFile(path) as ff:
+        np.testing.assert_array_equal(ff.load_features(), X[keep])
+        assert ff.paths == [paths[i] for i in keep] and ff.skipped == []
+
+
+def test_a_missing_part_is_named_not_read_as_zeros(tmp_path):
+    path = tmp_path / "f.hdf5"
+    w = FeatureWriter(path, dim=2, label_names=["a"], attrs={}, buffer_size=2)
+    w.add(np.ones((4, 2)), [0] * 4, list("wxyz"))
+    w.close(complete=False)
+    part = sorted((tmp_path / "f.hdf5.parts").iterdir())[0]
+    part.unlink()
+    with pytest.raises(FeatureFileError, match=f"part f.hdf5.parts/{part.name} is missing"):
+        FeatureFile(path, allow_partial=True)
+
+
+def test_remove_stale_keeps_only_what_the_index_uses(tmp_path):
+    from features.writer import remove_stale
+
+    path = tmp_path / "f.hdf5"
+    w = FeatureWriter(path, dim=2, label_names=["a"], attrs={}, buffer_size=2)
+    w.add(np.ones((2, 2)), [0, 0], ["x", "y"])
+    w.close(complete=False)
+    parts = tmp_path / "f.hdf5.parts"
+    used = {p.name for p in parts.iterdir()}
+    (parts / "part-dead-000000.h5").write_bytes(b"left by a killed run")
+    (tmp_path / ".f.hdf5.tmp-123-abc").write_bytes(b"half an index")
+    remove_stale(path)
+    assert {p.name for p in parts.iterdir()} == used
+    assert not (tmp_path / ".f.hdf5.tmp-123-abc").exists()
+    with FeatureFile(path, allow_partial=True) as ff:
+        assert ff.n_rows == 2
+
+
+def test_a_failed_write_raises_oserror_and_keeps_committed_rows(tmp_path):
+    # A file-size limit stands in for a full disk; run in a child so the limit stays there.
+    script = (
+        "import resource, sys, numpy as np\n"
+        "from features import FeatureWriter\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))\n"
+        "try:\n"
+        "    with FeatureWriter(sys.argv[1], dim=1000, label_names=['a'], attrs={}, buffer_size=10) as w:\n"
+        "        for i in range(5):\n"
+        "            w.add(np.ones((10, 1000), np.float32), [0] * 10, [f'{i}-{j}' for j in range(10)])\n"
+        "except OSError as exc:\n"
+        "    print('OSError', exc.errno)\n"
+    )
+    import subprocess
+    import sys
+
+    path = tmp_path / "f.hdf5"
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True,
+                            cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr  # no crash
+    assert result.stdout.strip() == "OSError 27"  # EFBIG, when the finished file is written
+    with FeatureFile(path, allow_partial=True) as ff:
+        assert ff.n_rows == 50 and ff.attrs["complete"] is False
+        np.testing.assert_array_equal(ff.load_features(), np.ones((50, 1000), np.float32))
+    assert not list(tmp_path.glob(".f.hdf5.tmp-*"))
+
+
+def test_lock_refuses_a_second_writer(tmp_path):
+    from features.lock import OutputLock, OutputLockedError
+
+    out = tmp_path / "f.hdf5"
+    with OutputLock(out):
+        assert (tmp_path / "f.hdf5.lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(OutputLockedError, match=f"another extract \\(pid {os.getpid()}\\)"):
+            OutputLock(out).acquire()
+    assert not (tmp_path / "f.hdf5.lock").exists()
+    with OutputLock(out):  # free again once released
+        pass

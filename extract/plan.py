@@ -1,0 +1,114 @@
+"""What a run must do to bring an output file up to date with its dataset.
+
+An image is *done* when its path is in the output, as a row or in the skipped list. A run
+extracts the images of the listing that are not done, in listing order: after a killed run
+that is exactly the rest of the interrupted run (so the finished file equals an uninterrupted
+one), after new images were added it is the new images. Nothing is recomputed when nothing
+changed. Feature files record the settings that decide their values; a run whose settings
+differ from the file's is refused, so one file never mixes features of two models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from features import FeatureFile
+from features.schema import FEATURE_DEFINING_ATTRS
+
+from .sources import ImageListing
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The work of one run.
+
+    Attributes
+    ----------
+    todo : ndarray of int
+        Indices into the listing of the images to extract, in listing order.
+    labels : ndarray of int32
+        The label, in the output, of every image of the listing.
+    label_names : list of str
+        The output's class names: those already in the file first (their labels are kept),
+        then new classes in sorted order.
+    new_classes : list of str
+        Classes that are not in the file yet.
+    done : int
+        Images of the listing already in the file (as rows or skipped).
+    gone : list of str
+        Paths in the file (rows or skipped) that are no longer in the dataset.
+    resume : bool
+        The file exists and is extended; False: a new file is written.
+    complete : bool
+        The existing file is finished (not a killed run's).
+    attrs : dict
+        The existing file's attributes (empty for a new file).
+    """
+
+    todo: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    new_classes: list[str] = field(default_factory=list)
+    done: int = 0
+    gone: list[str] = field(default_factory=list)
+    resume: bool = False
+    complete: bool = False
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def up_to_date(self, prune: bool = False) -> bool:
+        """True when the run has nothing to do."""
+        return self.resume and self.complete and not len(self.todo) and not (prune and self.gone)
+
+
+def plan_work(listing: ImageListing, existing: FeatureFile | None = None) -> Plan:
+    """The plan for ``listing`` against ``existing`` (an output opened with ``allow_partial``)."""
+    if existing is None:
+        return Plan(
+            todo=np.arange(len(listing)),
+            labels=listing.labels.astype(np.int32),
+            label_names=list(listing.class_names),
+        )
+    names = list(existing.label_names)
+    new_classes = sorted(set(listing.class_names) - set(names))
+    label_names = names + new_classes
+    index = {name: i for i, name in enumerate(label_names)}
+    remap = np.array([index[name] for name in listing.class_names], dtype=np.int32)
+    done_paths = set(existing.paths or []) | {path for path, _ in existing.skipped}
+    listed = set(listing.paths)
+    todo = np.array([i for i, p in enumerate(listing.paths) if p not in done_paths], dtype=np.int64)
+    gone = sorted(done_paths - listed)
+    return Plan(
+        todo=todo,
+        labels=remap[listing.labels] if len(listing.labels) else listing.labels.astype(np.int32),
+        label_names=label_names,
+        new_classes=new_classes,
+        done=len(listing) - len(todo),
+        gone=gone,
+        resume=True,
+        complete=bool(existing.attrs.get("complete", True)),
+        attrs=dict(existing.attrs),
+    )
+
+
+def settings_changes(existing: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """``"name: old -> new"`` for every feature-deciding setting that differs.
+
+    Settings missing from ``requested`` (or None there, not known yet) are not compared; the
+    weights' name is compared only where their SHA-256 is not known yet.
+    """
+    changes = []
+    keys = (*FEATURE_DEFINING_ATTRS, "dataset")
+    if requested.get("weights_sha256") is None:
+        keys += ("weights",)
+    for key in keys:
+        new = requested.get(key)
+        if new is None:
+            continue
+        old = existing.get(key)
+        if old is None or str(old) != str(new):
+            changes.append(f"{key}: {old} -> {new}")
+    return changes

@@ -1,0 +1,272 @@
+"""Nothing lost: killed, resumed, extended, refused and failed runs of ``python -m extract``.
+
+Runs use real VGG16 weights (hed-bsds500) on a small flowers17 subset at 96 x 96 pixels
+(3 x 3 x 512 = 4608 features), with small batches and buffers so a run commits many times.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, make_subset, run_module
+
+from features import FeatureFile
+
+CLASSES = ["bluebell", "buttercup", "coltsfoot"]
+PER_CLASS = 20
+ARGS = ("--weights", "hed-bsds500", "--image-size", "96", "--batch-size", "4", "--buffer-size", "8", "-q")
+
+
+@pytest.fixture(scope="module")
+def source(flowers17, tmp_path_factory) -> Path:
+    return make_subset(flowers17, tmp_path_factory.mktemp("src") / "flowers", CLASSES, PER_CLASS + 5)
+
+
+def dataset(source: Path, dest: Path, per_class: int = PER_CLASS, classes=CLASSES) -> Path:
+    """A dataset folder of links into ``source``, which a test may then change."""
+    for name in classes:
+        (dest / name).mkdir(parents=True)
+        for image in sorted((source / name).iterdir())[:per_class]:
+            (dest / name / image.name).symlink_to(image.resolve())
+    return dest
+
+
+def extract_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "extract", "--dataset", str(data), "-o", str(out), *ARGS, *extra]
+
+
+def committed(out: Path) -> int:
+    try:
+        with h5py.File(out, "r") as f:
+            return int(f.attrs.get("rows_committed", 0))
+    except (OSError, KeyError):
+        return 0  # not written yet, or being replaced right now
+
+
+def run_and_kill(argv: list[str], out: Path, after_rows: int) -> None:
+    """Start an extraction and SIGKILL it as soon as ``after_rows`` rows are committed."""
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    try:
+        while committed(out) < after_rows:
+            if proc.poll() is not None:
+                pytest.fail(f"run ended before {after_rows} rows were committed: {proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("run took too long")
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def contents(out: Path, allow_partial: bool = False):
+    with FeatureFile(out, allow_partial=allow_partial) as ff:
+        return ff.load_features(), ff.labels, ff.paths, ff.label_names, ff.skipped, ff.attrs
+
+
+@pytest.fixture(scope="module")
+def reference(source, tmp_path_factory):
+    """An uninterrupted run: what every resumed run must equal."""
+    tmp = tmp_path_factory.mktemp("ref")
+    data = dataset(source, tmp / "flowers")
+    out = tmp / "ref.hdf5"
+    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return data, contents(out)
+
+
+@pytest.mark.parametrize("kill_after", [8, 24, 40])
+def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, kill_after):
+    data, (X, y, paths, names, _, _) = reference
+    out = tmp_path / "killed.hdf5"
+    run_and_kill(extract_argv(data, out), out, kill_after)
+
+    # What the kill left: a valid file whose committed rows are the reference's first rows.
+    Xk, yk, pk, nk, _, attrs = contents(out, allow_partial=True)
+    assert attrs["complete"] is False and len(Xk) >= kill_after
+    assert np.array_equal(Xk, X[: len(Xk)]) and pk == paths[: len(pk)] and nk == names
+    with pytest.raises(Exception, match="did not finish"):
+        FeatureFile(out)
+
+    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"continuing the unfinished {out}: {len(Xk)} images done" in result.stderr
+    Xr, yr, pr, nr, _, attrs = contents(out)
+    assert attrs["complete"] is True
+    assert np.array_equal(Xr, X)  # bit-equal
+    assert np.array_equal(yr, y) and pr == paths and nr == names
+    assert not (tmp_path / "killed.hdf5.parts").exists()
+
+
+def test_rerun_without_changes_does_nothing(reference, tmp_path):
+    data, _ = reference
+    out = tmp_path / "f.hdf5"
+    assert subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True).returncode == 0
+    before = out.read_bytes()
+    started = time.monotonic()
+    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{out} is up to date: 60 images done, nothing to extract"
+    assert "vgg16" not in result.stderr  # the backbone was never loaded
+    assert out.read_bytes() == before
+    assert time.monotonic() - started < 60  # generous: the point is it does not re-extract
+
+
+def test_added_images_and_class_are_appended(source, reference, tmp_path):
+    _, (X, y, paths, names, _, _) = reference
+    data = dataset(source, tmp_path / "flowers", per_class=15, classes=CLASSES[:2])
+    out = tmp_path / "f.hdf5"
+    assert run_module("extract", "--dataset", data, "-o", out, *ARGS).returncode == 0
+    X0, y0, p0, n0, _, _ = contents(out)
+    assert n0 == CLASSES[:2] and len(X0) == 30
+
+    # Five more images of an old class, and a new class that sorts before the others.
+    for image in sorted((source / "bluebell").iterdir())[15:20]:
+        (data / "bluebell" / image.name).symlink_to(image.resolve())
+    new_class = data / "anemone"
+    new_class.mkdir()
+    for image in sorted((source / "coltsfoot").iterdir())[:3]:
+        (new_class / image.name).symlink_to(image.resolve())
+    result = run_module("extract", "--dataset", data, "-o", out, *ARGS)
+    assert result.returncode == 0, result.stderr
+    assert "30 images done, 8 to go, new classes anemone" in result.stderr
+    X1, y1, p1, n1, _, attrs = contents(out)
+    assert n1 == ["bluebell", "buttercup", "anemone"]  # old labels keep their numbers
+    assert np.array_equal(X1[:30], X0) and np.array_equal(y1[:30], y0) and p1[:30] == p0
+    # New rows follow the old ones, in listing order (classes sorted by name).
+    assert p1[30:] == [f"anemone/{p.name}" for p in sorted((source / "coltsfoot").iterdir())[:3]] + [
+        f"bluebell/{p.name}" for p in sorted((source / "bluebell").iterdir())[15:20]
+    ]
+    assert list(y1[30:]) == [2] * 3 + [0] * 5
+    # New rows hold the same features an uninterrupted run computes for those images.
+    ref = {p: X[i] for i, p in enumerate(paths)}
+    for i in range(33, 38):
+        np.testing.assert_allclose(X1[i], ref[p1[i]], rtol=1e-5, atol=1e-5)
+    assert attrs["complete"] is True and "updated" in attrs
+
+
+def test_gone_images_are_reported_then_pruned(source, tmp_path):
+    data = dataset(source, tmp_path / "flowers", per_class=6)
+    out = tmp_path / "f.hdf5"
+    assert run_module("extract", "--dataset", data, "-o", out, *ARGS).returncode == 0
+    X0, _, p0, _, _, _ = contents(out)
+    gone = sorted((data / "buttercup").iterdir())[:2]
+    for link in gone:
+        link.unlink()
+    result = run_module("extract", "--dataset", data, "-o", out, *ARGS)
+    assert result.returncode == 0
+    assert "2 images in" in result.stderr
+    assert "no longer in the dataset (kept; --prune removes them)" in result.stderr
+    assert "up to date" in result.stdout
+    assert contents(out)[2] == p0  # reported only
+
+    result = run_module("extract", "--dataset", data, "-o", out, *ARGS, "--prune")
+    assert result.returncode == 0, result.stderr
+    assert "removed 2 gone" in result.stdout
+    X1, _, p1, _, _, _ = contents(out)
+    keep = [i for i, p in enumerate(p0) if p not in {f"buttercup/{g.name}" for g in gone}]
+    assert p1 == [p0[i] for i in keep] and np.array_equal(X1, X0[keep])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("--pooling", "avg"), "pooling: flatten -> avg"),
+        (("--image-size", "64"), "image_size: 96 -> 64"),
+        (("--dtype", "float16"), "dtype: float32 -> float16"),
+        (("--interpolation", "bilinear"), "interpolation: nearest -> bilinear"),
+    ],
+)
+def test_changed_settings_are_refused_unless_overwrite(source, tmp_path, change, message):
+    data = dataset(source, tmp_path / "flowers", per_class=2)
+    out = tmp_path / "f.hdf5"
+    assert run_module("extract", "--dataset", data, "-o", out, *ARGS).returncode == 0
+    before = out.read_bytes()
+    argv = [*ARGS, *change]  # later options win
+    result = run_module("extract", "--dataset", data, "-o", out, *argv)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert message in lines[-1] and "--overwrite" in lines[-1], result.stderr
+    assert out.read_bytes() == before
+    result = run_module("extract", "--dataset", data, "-o", out, *argv, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert contents(out)[5]["rows_committed"] == 6
+
+
+def test_other_weights_are_refused(source, tmp_path, mobilenetv2_notop):
+    data = dataset(source, tmp_path / "flowers", per_class=2)
+    out = tmp_path / "f.hdf5"
+    base = ("--image-size", "96", "-q", "--backbone", "mobilenetv2")
+    first = run_module("extract", "--dataset", data, "-o", out, *base, "--weights", mobilenetv2_notop)
+    assert first.returncode == 0, first.stderr
+    other = tmp_path / "other.weights.h5"
+    blob = bytearray(mobilenetv2_notop.read_bytes())
+    blob[-1] ^= 0xFF  # other bytes: the SHA-256 differs, whatever the file is called
+    other.write_bytes(bytes(blob))
+    result = run_module("extract", "--dataset", data, "-o", out, *base, "--weights", other)
+    assert result.returncode == 1 and "weights_sha256: " in result.stderr and "--overwrite" in result.stderr
+
+
+def test_a_file_that_is_not_a_feature_file_is_not_overwritten(source, tmp_path):
+    data = dataset(source, tmp_path / "flowers", per_class=2)
+    out = tmp_path / "notes.hdf5"
+    out.write_text("my notes")
+    result = run_module("extract", "--dataset", data, "-o", out, *ARGS)
+    assert result.returncode == 1 and "not an HDF5 file" in result.stderr and "--overwrite" in result.stderr
+    assert out.read_text() == "my notes"
+
+
+def test_a_second_writer_is_refused(reference, tmp_path):
+    data, _ = reference
+    out = tmp_path / "f.hdf5"
+    first = subprocess.Popen(extract_argv(data, out), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "f.hdf5.lock").exists():  # taken before the backbone loads
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        second = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+        assert first.poll() is None, "the first run must still be writing"
+        assert second.returncode == 1
+        assert f"another extract (pid {first.pid}) is writing it" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize("limit", [50_000, 400_000])
+def test_write_failure_is_one_line_then_resumes(reference, tmp_path, limit):
+    # A file-size limit in the child stands in for a full disk. 50 kB: the first part
+    # (8 rows of 4608 floats) cannot be written; 400 kB: every part can, the finished file not.
+    data, (X, y, paths, names, _, _) = reference
+    out = tmp_path / "f.hdf5"
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True,
+                            preexec_fn=limited)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"extract: error: {out}: cannot write (") and "File too large" in last
+    assert "Traceback" not in result.stderr
+    Xk, _, pk, _, _, attrs = contents(out, allow_partial=True)
+    assert np.array_equal(Xk, X[: len(Xk)]) and attrs["complete"] is False
+    assert len(Xk) == (0 if limit == 50_000 else 60)
+
+    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    Xr, yr, pr, nr, _, _ = contents(out)
+    assert np.array_equal(Xr, X) and np.array_equal(yr, y) and pr == paths and nr == names
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
