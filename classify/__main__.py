@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_search(
             args.model, estimator, grid, X, y, train, test,
             folds=args.folds, seed=args.seed, jobs=search_jobs, verbose=args.verbose,
+            row_space=spec.row_space,
         )
     except SplitError as exc:
         return fail(f"{args.features}: {exc}")

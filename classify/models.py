@@ -23,12 +23,16 @@ class ModelSpec:
         Default parameter grid for ``GridSearchCV``; ``--grid`` replaces it.
     description : str
         One line for ``--help``.
+    row_space : bool
+        The model is L2-penalised and linear in the features, so its search may run in the
+        span of the training rows (see :func:`classify.search.run_search`).
     """
 
     name: str
     make: Callable[[int, int | None], BaseEstimator]
     grid: dict[str, list[Any]] = field(default_factory=dict)
     description: str = ""
+    row_space: bool = False
 
 
 def _logreg(seed: int, jobs: int | None) -> BaseEstimator:
@@ -70,7 +74,9 @@ MODELS: dict[str, ModelSpec] = {
             "logreg",
             _logreg,
             {"C": [1e-4, 1e-3, 1e-2, 0.1, 1.0]},
-            "multinomial logistic regression (lbfgs), the published recipe",
+            "multinomial logistic regression (lbfgs, L2), the published recipe, searched "
+            "in the span of the training rows",
+            row_space=True,
         ),
         ModelSpec(
             "rf",

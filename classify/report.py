@@ -27,7 +27,9 @@ def text_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]
         f"model: {result.model}",
         f"best parameters: {json.dumps(result.best_params, default=str)} "
         f"(cross-validated accuracy {result.best_cv_score:.4f})",
-        f"search time: {result.search_seconds:.1f} s for {len(result.cv_results)} candidates",
+        f"search time: {result.search_seconds:.1f} s for {len(result.cv_results)} candidates"
+        + (f" (in the {result.dim}-dim span of the training rows)" if result.dim and
+           result.estimator.__class__.__name__ == "Pipeline" else ""),
         f"test accuracy: {accuracy_score(y_test, result.test_pred):.4f} on {len(y_test)} images",
         "",
         report,
@@ -70,6 +72,7 @@ def json_report(
         "best_cv_score": result.best_cv_score,
         "cv_results": result.cv_results,
         "search_seconds": result.search_seconds,
+        "search_dim": result.dim,
         "accuracy": float(accuracy_score(y_test, result.test_pred)),
         "report": per_class,
         "label_names": label_names,

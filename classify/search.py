@@ -52,6 +52,7 @@ class SearchResult:
     cv_results: list[dict[str, Any]]
     search_seconds: float
     test_pred: np.ndarray
+    dim: int = 0  # features the search saw: fewer than the file's after a row-space projection
 
 
 def run_search(
@@ -67,9 +68,20 @@ def run_search(
     seed: int = 42,
     jobs: int | None = None,
     verbose: int = 0,
+    row_space: bool = False,
 ) -> SearchResult:
     """Grid-search ``estimator`` with stratified k-fold CV on the training rows only, refit
-    the best parameters on all training rows, and predict the test rows."""
+    the best parameters on all training rows, and predict the test rows.
+
+    With ``row_space`` (for L2-penalised linear models), when there are at least twice as many
+    features as training rows, the search runs on the coordinates of the rows in the span of the centred
+    training rows (a full, unwhitened PCA fitted once on them, labels unused). For a model
+    whose loss sees the weights only through ``X @ w + b`` and whose penalty is ``||w||²``, the
+    optimal ``w`` lies in that span, and the PCA is an isometry on it, so every fit, on every
+    fold, has the same optimum as on the raw features: 1,020 coordinates instead of 25,088,
+    computed once for all folds and candidates. The returned estimator is the PCA followed
+    by the fitted model, so it takes raw features.
+    """
     y_train = y[train]
     folds = min(folds, int(np.bincount(y_train).min()))
     if folds < 2:
@@ -77,8 +89,21 @@ def run_search(
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     search = GridSearchCV(estimator, grid, cv=cv, n_jobs=jobs, refit=True, verbose=verbose)
     started = time.perf_counter()
+    projection = None
+    # Worth it only when it shrinks the problem several times (25,088 -> 1,020 for VGG16).
+    if row_space and X.shape[1] >= 2 * len(train):
+        from sklearn.decomposition import PCA
+
+        projection = PCA(svd_solver="full").fit(X[train])
+        X = projection.transform(X)
     search.fit(X[train], y_train)
     seconds = time.perf_counter() - started
+    best = search.best_estimator_
+    test_pred = best.predict(X[test])
+    if projection is not None:
+        from sklearn.pipeline import Pipeline
+
+        best = Pipeline([("row_space", projection), ("model", best)])
     results = search.cv_results_
     cv_rows = [
         {
@@ -91,10 +116,11 @@ def run_search(
     ]
     return SearchResult(
         model=name,
-        estimator=search.best_estimator_,
+        estimator=best,
         best_params=dict(search.best_params_),
         best_cv_score=float(search.best_score_),
         cv_results=cv_rows,
         search_seconds=seconds,
-        test_pred=search.best_estimator_.predict(X[test]),
+        test_pred=test_pred,
+        dim=X.shape[1],
     )

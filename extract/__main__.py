@@ -14,7 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from features.schema import FEATURE_DTYPES  # noqa: E402
 
-from .backbones import BACKBONES, POOLINGS  # noqa: E402
+from .backbones import BACKBONES, POOLINGS, PRECISIONS  # noqa: E402
 from .images import DEFAULT_MAX_PIXELS, INTERPOLATIONS  # noqa: E402
 from .sources import DATA_ENV  # noqa: E402
 
@@ -43,7 +43,7 @@ Nothing is lost when a run stops: rows are committed every --buffer-size rows, a
 the same command again continues from the first image not committed. Run it again after
 adding images (or classes) and only those are extracted and appended; when nothing changed
 it says so and exits. An output made with other settings (backbone, weights, pooling, image
-size, interpolation, dtype, dataset) is refused unless --overwrite.
+size, interpolation, precision, dtype, dataset) is refused unless --overwrite.
 
 Files that cannot be decoded are skipped and listed, with the reason, in the output file.
 Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupted.
@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows kept in memory between writes to the file (default: 1000)")
     p.add_argument("--dtype", default="float32", choices=FEATURE_DTYPES,
                    help="storage type of the features; float16 halves the file (default: float32)")
+    p.add_argument("--precision", default="float32", choices=list(PRECISIONS),
+                   help="compute precision of the backbone: bf16 (bfloat16; CPUs with AVX512-BF16 "
+                        "or AMX, recent GPUs) or fp16 (float16 mixed precision, GPUs); features "
+                        "are still stored as --dtype (default: float32)")
     p.add_argument("--max-pixels", type=positive_int, metavar="N",
                    help="skip images with more than N pixels, read from the header before "
                         f"decoding (default: Pillow's decompression-bomb limit, {DEFAULT_MAX_PIXELS})")
@@ -118,6 +122,7 @@ def requested_settings(args: argparse.Namespace, dataset: str) -> dict:
         "interpolation": args.interpolation,
         "preprocessing": backbone.preprocessing,
         "dtype": args.dtype,
+        "precision": args.precision,
         "dataset": dataset,
         "weights": weights_id,
         "weights_sha256": weights_sha,
@@ -158,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     from features.lock import OutputLock, OutputLockedError
     from features.writer import remove_stale
 
-    from .backbones import WeightsError, load_backbone
+    from .backbones import WeightsError, cpu_has_bf16, gpu_present, load_backbone
     from .pipeline import extract, finish_existing, format_skipped
     from .plan import plan_work, settings_changes
     from .sources import DatasetError, list_images, resolve_dataset
@@ -217,11 +222,15 @@ def _run(args: argparse.Namespace) -> int:
             summary = finish_existing(output, plan, prune=args.prune)
         else:
             try:
-                loaded = load_backbone(args.backbone, args.weights, args.pooling, args.image_size)
+                loaded = load_backbone(
+                    args.backbone, args.weights, args.pooling, args.image_size, args.precision
+                )
             except WeightsError as exc:
                 return fail(str(exc))
-            say(f"{args.backbone} ({loaded.weights}, {loaded.layer}, {args.pooling}) "
+            say(f"{args.backbone} ({loaded.weights}, {loaded.layer}, {args.pooling}, {args.precision}) "
                 f"-> {loaded.dim} features per image")
+            if args.precision == "bf16" and not cpu_has_bf16() and not gpu_present():
+                say("warning: this CPU has no bfloat16 instructions; bf16 will be slower than float32")
             if existing is not None:
                 changes = settings_changes(
                     existing.attrs, {"layer": loaded.layer, "weights_sha256": loaded.weights_sha256}

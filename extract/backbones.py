@@ -29,6 +29,14 @@ from typing import Any
 import numpy as np
 
 POOLINGS = ("flatten", "avg", "max")
+
+#: ``--precision`` choices: the Keras dtype policy each one builds the model under. Weights
+#: stay float32; layers compute in the lower precision; features are stored as ``--dtype``.
+PRECISIONS = {
+    "float32": "float32",
+    "bf16": "mixed_bfloat16",  # CPUs with AVX512-BF16 or AMX; recent GPUs
+    "fp16": "mixed_float16",  # GPUs (tensor cores); slow on CPUs
+}
 NAMED_WEIGHTS = ("imagenet", "hed-bsds500")
 
 
@@ -111,6 +119,7 @@ class LoadedBackbone:
     layer: str
     pooling: str
     image_size: int
+    precision: str = "float32"
 
     @property
     def dim(self) -> int:
@@ -178,6 +187,7 @@ def load_backbone(
     weights: str = "imagenet",
     pooling: str = "flatten",
     image_size: int | None = None,
+    precision: str = "float32",
 ) -> LoadedBackbone:
     """Build backbone ``name`` without its top and load ``weights`` into it.
 
@@ -200,7 +210,9 @@ def load_backbone(
         input_shape=(size, size, 3),
         pooling=None if pooling == "flatten" else pooling,
     )
-    build = backbone.constructor()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    build = _under_policy(backbone.constructor(), PRECISIONS[precision])
 
     if weights == "imagenet":
         try:
@@ -245,4 +257,43 @@ def load_backbone(
         layer=layer,
         pooling=pooling,
         image_size=size,
+        precision=precision,
     )
+
+
+def _under_policy(build: Callable[..., Any], policy: str) -> Callable[..., Any]:
+    """``build`` made to construct its layers under Keras dtype policy ``policy``."""
+
+    def wrapped(**kwargs: Any) -> Any:
+        import keras
+
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            return build(**kwargs)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+
+    return wrapped
+
+
+def cpu_has_bf16() -> bool:
+    """True when this x86 CPU has bfloat16 instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def gpu_present() -> bool:
+    """True when Keras' backend sees a GPU (where the backbone then runs)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))

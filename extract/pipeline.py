@@ -108,9 +108,11 @@ def provenance(
     loaded: LoadedBackbone, listing: ImageListing, dataset: str, interpolation: str, dtype: str
 ) -> dict:
     """The attributes that say where a feature file's rows came from."""
-    import keras
-    import tensorflow as tf
+    import importlib.metadata
 
+    import keras
+
+    backend = keras.backend.backend()  # tensorflow by default; KERAS_BACKEND=jax works too
     return {
         "featurebank_version": features.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -124,9 +126,11 @@ def provenance(
         "image_size": loaded.image_size,
         "interpolation": interpolation,
         "preprocessing": loaded.backbone.preprocessing,
+        "precision": loaded.precision,
         "dtype": dtype,
-        "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
+        "keras_backend": backend,
+        f"{backend}_version": importlib.metadata.version(backend),
     }
 
 
@@ -192,7 +196,7 @@ def extract(
                     images.append(result)
             if images:
                 x = preprocess(np.stack(images).astype(np.float32))
-                out = np.asarray(model.predict_on_batch(x))
+                out = np.asarray(model.predict_on_batch(x), dtype=np.float32)
                 writer.add(
                     out.reshape(len(images), -1),
                     plan.labels[good],

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from features import FeatureFile
-from features.schema import FEATURE_DEFINING_ATTRS
+from features.schema import ATTR_DEFAULTS, FEATURE_DEFINING_ATTRS
 
 from .sources import ImageListing
 
@@ -108,7 +108,7 @@ def settings_changes(existing: Mapping[str, Any], requested: Mapping[str, Any]) 
         new = requested.get(key)
         if new is None:
             continue
-        old = existing.get(key)
+        old = existing.get(key, ATTR_DEFAULTS.get(key))
         if old is None or str(old) != str(new):
             changes.append(f"{key}: {old} -> {new}")
     return changes

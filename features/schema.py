@@ -57,9 +57,11 @@ PROVENANCE_ATTRS = (
     "image_size",
     "interpolation",
     "preprocessing",
+    "precision",
     "dtype",
-    "tensorflow_version",
     "keras_version",
+    "keras_backend",
+    "tensorflow_version",
     ROWS_COMMITTED,
     COMPLETE,
 )
@@ -74,8 +76,12 @@ FEATURE_DEFINING_ATTRS = (
     "image_size",
     "interpolation",
     "preprocessing",
+    "precision",
     "dtype",
 )
+
+#: Values of feature-deciding attributes in files written before the attribute existed.
+ATTR_DEFAULTS = {"precision": "float32"}
 
 #: Target size of one ``features`` chunk: whole rows, about 1 MiB, so that reading a slice of
 #: rows touches few chunks and the writer's flushes are whole chunks.

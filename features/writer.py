@@ -66,6 +66,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _size_bound(rows: int, dim: int, dtype: str, strings: Sequence[str], chunked: bool = False) -> int:
+    """Bytes that an HDF5 file of ``rows`` feature rows and labels plus ``strings`` (paths,
+    names, reasons) stays under: the data (whole chunks when ``chunked``), the heap cost of
+    each string, and metadata."""
+    feature_rows, other_rows = rows, rows
+    if chunked:  # chunks are allocated whole: round up to them
+        per_chunk = chunk_rows(dim, dtype)
+        feature_rows = -(-rows // per_chunk) * per_chunk
+        other_rows = -(-rows // 4096) * 4096
+    data = feature_rows * dim * np.dtype(dtype).itemsize + other_rows * (4 + 16)
+    text = sum(len(s.encode()) + 48 for s in strings)
+    return int(1.05 * (data + text)) + (64 << 10)
+
+
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(3)}")
 
@@ -79,8 +93,9 @@ def _publish(tmp: Path, path: Path) -> None:
 
 # HDF5 must never meet a failed write (full disk, file-size limit): after one, h5py cannot
 # close the file cleanly and the process may crash when the file object is freed (h5py issues
-# 914, 1642). So small files are built in memory and written by Python, where a failed write
-# is a plain OSError; the one large file, the finished output, first reserves its space.
+# 914, 1642). So the small index is built in memory and written by Python, where a failed write
+# is a plain OSError, and the large files (parts, the finished output) first reserve their
+# space, which fails, cleanly, before HDF5 writes anything.
 
 
 @contextmanager
@@ -325,8 +340,14 @@ class FeatureWriter:
         self._seq += 1
         n = self._buffered
         self.parts.mkdir(exist_ok=True)
-        with _atomic_small_h5(self.parts / name) as f:
-            f.create_dataset(schema.FEATURES, data=np.concatenate(self._buf_features))
+        nbytes = _size_bound(n, self.dim, self.dtype, self._buf_paths)
+        with _atomic_large_h5(self.parts / name, nbytes) as f:
+            # Piece by piece, so the buffer is never copied whole: memory stays one buffer.
+            feats = f.create_dataset(schema.FEATURES, shape=(n, self.dim), dtype=self.dtype)
+            start = 0
+            for piece in self._buf_features:
+                feats[start : start + len(piece)] = piece
+                start += len(piece)
             f.create_dataset(schema.LABELS, data=np.concatenate(self._buf_labels))
             f.create_dataset(schema.PATHS, data=np.array(self._buf_paths, dtype=object), dtype=_STR)
         self._segments.append({"file": f"{self.parts.name}/{name}", "rows": n, "source_rows": n})
@@ -407,13 +428,16 @@ class FeatureWriter:
         else:
             sources = [(self.path.parent / s["file"], s["rows"]) for s in self._segments]
         keeps = []
+        strings = [*self.label_names, *(text for entry in self._skipped for text in entry)]
         for src, rows in sources:
             with h5py.File(src, "r") as f:
                 paths = _decode(f[schema.PATHS][:rows])
             keeps.append(np.array([p not in drop for p in paths], dtype=bool))
+            strings.extend(p for p in paths if p not in drop)
         total = int(sum(k.sum() for k in keeps))
         block = chunk_rows(self.dim, self.dtype) * 16  # bounded memory, whole chunks
-        with _atomic_large_h5(self.path, self._size_bound(total)) as out:
+        nbytes = _size_bound(total, self.dim, self.dtype, strings, chunked=True)
+        with _atomic_large_h5(self.path, nbytes) as out:
             feats = out.create_dataset(
                 schema.FEATURES,
                 shape=(total, self.dim),
@@ -451,12 +475,6 @@ class FeatureWriter:
         self._segments = []
         shutil.rmtree(self.parts, ignore_errors=True)
         return removed
-
-    def _size_bound(self, rows: int) -> int:
-        """More bytes than the finished file of ``rows`` rows takes."""
-        per_row = self.dim * np.dtype(self.dtype).itemsize + 4 + 64  # features, label, path
-        extra = sum(len(p) + len(r) + 64 for p, r in self._skipped) + 64 * len(self.label_names)
-        return int(1.05 * (rows * per_row + extra)) + (1 << 20)
 
     def close(self, complete: bool = True) -> None:
         """Commit what is buffered; with ``complete``, also write the finished file."""

@@ -162,3 +162,40 @@ def test_bad_feature_files_give_one_line_and_exit_1(tmp_path, make, message):
 def test_no_such_file(tmp_path):
     result = run_module("classify", "--features", tmp_path / "absent.hdf5")
     assert result.returncode == 1 and "no such file" in result.stderr
+
+
+def test_row_space_search_has_the_raw_features_optimum():
+    """Logistic regression on the PCA coordinates of the training rows = on the raw features,
+    when there are more features than rows: same decision function, on unseen rows too."""
+    from sklearn.linear_model import LogisticRegression
+
+    from classify.models import MODELS
+    from classify.search import run_search
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 400))  # float64: in float32 the solvers stop at float32 precision
+    y = np.repeat(np.arange(3), 30)
+    X[:, :5] += 1.5 * y[:, None]  # a signal in a few of many dimensions
+    train, test = stratified_split(y, 0.25, 0)
+    # Both solved to a tight tolerance, so what is compared is the optimum, not the stopping point.
+    estimator = MODELS["logreg"].make(0, None).set_params(tol=1e-9, max_iter=10_000)
+    result = run_search("logreg", estimator, {"C": [0.05]}, X, y, train, test, row_space=True)
+    assert result.dim <= len(train) < X.shape[1] and type(result.estimator).__name__ == "Pipeline"
+    raw = LogisticRegression(C=0.05, tol=1e-9, max_iter=10_000).fit(X[train], y[train])
+    np.testing.assert_allclose(result.estimator.decision_function(X[test]), raw.decision_function(X[test]),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(result.test_pred, raw.predict(X[test]))
+
+
+def test_wide_features_model_is_saved_with_its_projection(tmp_path):
+    features = tmp_path / "wide.hdf5"
+    X, y = blobs_file(features, dim=200)  # 45 training rows, 200 features
+    out_json, out_model = tmp_path / "m.json", tmp_path / "m.joblib"
+    result = run_module("classify", "-f", features, "--json", out_json, "--save", out_model, "-j", "1")
+    assert result.returncode == 0, result.stderr
+    assert "span of the training rows" in result.stdout
+    data = json.loads(out_json.read_text())
+    assert data["search_dim"] == 45 and data["accuracy"] == 1.0
+    model = joblib.load(out_model)
+    test = np.array(data["test_indices"])
+    np.testing.assert_array_equal(model.predict(X[test]), data["test_predictions"])  # raw features in

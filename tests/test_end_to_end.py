@@ -80,3 +80,23 @@ def test_mobilenetv2_features_classify_well(flowers17, mobilenetv2_notop, tmp_pa
     assert len(data["test_indices"]) == 60
     assert data["accuracy"] >= 0.9, result.stdout
     assert f"test accuracy: {data['accuracy']:.4f} on 60 images" in result.stdout
+
+
+def test_bf16_features_are_float32_features_to_bfloat16_precision(flowers17, tmp_path):
+    subset = make_subset(flowers17, tmp_path / "f17", ["crocus", "daisy"], per_class=4)
+    common = ("--dataset", subset, "--weights", "hed-bsds500", "--image-size", "64", "-q")
+    out32, out16 = tmp_path / "f32.hdf5", tmp_path / "bf16.hdf5"
+    assert run_module("extract", *common, "-o", out32).returncode == 0
+    result = run_module("extract", *common, "-o", out16, "--precision", "bf16")
+    assert result.returncode == 0, result.stderr
+    with FeatureFile(out32) as a, FeatureFile(out16) as b:
+        assert b.attrs["precision"] == "bf16" and a.attrs["precision"] == "float32"
+        x32, x16 = a.load_features(), b.load_features()
+    assert x16.dtype == np.float32 and x16.shape == x32.shape
+    assert not np.array_equal(x16, x32)  # really computed in another precision
+    # bfloat16 keeps 8 bits of mantissa: per image, the error is a few percent of the norm.
+    rel = np.linalg.norm(x16 - x32, axis=1) / np.linalg.norm(x32, axis=1)
+    assert rel.max() < 0.05, rel
+    # The file is bf16 features: a float32 run into it is refused.
+    again = run_module("extract", *common, "-o", out16)
+    assert again.returncode == 1 and "precision: bf16 -> float32" in again.stderr

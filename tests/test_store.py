@@ -236,7 +236,7 @@ def test_a_failed_write_raises_oserror_and_keeps_committed_rows(tmp_path):
     script = (
         "import resource, sys, numpy as np\n"
         "from features import FeatureWriter\n"
-        "resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))\n"
         "try:\n"
         "    with FeatureWriter(sys.argv[1], dim=1000, label_names=['a'], attrs={}, buffer_size=10) as w:\n"
         "        for i in range(5):\n"
