@@ -27,6 +27,11 @@ examples:
   python -m classify --features animals.hdf5
   python -m classify --features flowers17.hdf5 --model rf --json rf.json --save rf.joblib
   python -m classify --features flowers17.hdf5 --grid '{"C": [0.01, 0.1]}'
+  python -m classify --features flowers17.hdf5 --model logreg rf xgb --json f17.json
+  python -m classify compare f17.logreg.json f17.xgb.json --plots figures/
+  python -m classify predict --model rf.joblib new_photos/ --output predictions.csv
+
+With several models, --json and --save write one file per model, named <stem>.<model><suffix>.
 
 The test rows depend only on the labels, --test-size and --seed, and are saved with --json,
 so runs of different models are scored on the same images.
@@ -73,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--features", "-f", required=True, metavar="FILE",
                    help="feature file written by python -m extract")
-    p.add_argument("--model", "-m", default="logreg", choices=list(MODELS),
-                   help="classifier to search (default: logreg)")
+    p.add_argument("--model", "-m", nargs="+", default=["logreg"], choices=list(MODELS),
+                   help="classifier(s) to search, on the same split; several end with a "
+                        "side-by-side table (default: logreg)")
     p.add_argument("--grid", metavar="JSON",
                    help='parameter grid replacing the default, e.g. \'{"C": [0.01, 0.1, 1]}\'')
     p.add_argument("--test-size", type=fraction, default=0.25, metavar="F",
@@ -88,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write metrics, best parameters, timings, "
                    "provenance and the test rows' indices as JSON")
     p.add_argument("--save", metavar="FILE", help="save the fitted best model with joblib")
+    p.add_argument("--plots", metavar="DIR", help="write confusion_<model>.png per model and, with "
+                   "several models, precision.png (per-class precision side by side) into DIR")
     p.add_argument("--allow-partial", action="store_true",
                    help="use the committed rows of a file whose extraction did not finish")
     p.add_argument("--verbose", "-v", action="count", default=0, help="show the search's progress")
@@ -107,17 +115,39 @@ def parse_grid(text: str, parser: argparse.ArgumentParser, valid: set[str]) -> d
     return {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
 
 
+def suffixed(path: str, model: str, several: bool) -> Path:
+    """``path``, or with several models ``<stem>.<model><suffix>`` beside it."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.{model}{p.suffix}") if several else p
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
+    if argv[:1] == ["predict"]:
+        from .predict import predict_main
+
+        return predict_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    spec = MODELS[args.model]
-    inner_jobs = args.jobs if args.model in ("rf", "xgb") else None
-    estimator = spec.make(args.seed, inner_jobs)
-    grid = parse_grid(args.grid, parser, set(estimator.get_params())) if args.grid else spec.grid
+    models = list(dict.fromkeys(args.model))  # in the order given, once each
+    several = len(models) > 1
+    if args.grid and several:
+        parser.error("--grid applies to one model; run the models one at a time to give each a grid")
+    estimators, grids = {}, {}
+    for name in models:
+        inner_jobs = args.jobs if name in ("rf", "xgb") else None
+        estimators[name] = MODELS[name].make(args.seed, inner_jobs)
+        grids[name] = (
+            parse_grid(args.grid, parser, set(estimators[name].get_params())) if args.grid
+            else MODELS[name].grid
+        )
 
     from features import FeatureFile, FeatureFileError
 
-    from .report import json_report, text_report
+    from .compare import side_by_side
+    from .report import json_report, per_class_report, text_report
     from .search import SplitError, run_search, stratified_split
 
     def fail(message: str) -> int:
@@ -132,41 +162,109 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     try:
         train, test = stratified_split(y, args.test_size, args.seed)
+    except SplitError as exc:
+        return fail(f"{args.features}: {exc}")
+    if args.plots and not Path(args.plots).is_dir():
+        return fail(f"{args.plots}: no such folder for --plots")
+    reports = {}
+    for name in models:
+        spec, grid = MODELS[name], grids[name]
         print(
             f"classify: {len(y)} rows, {X.shape[1]} features, {len(label_names)} classes; "
-            f"{len(train)} train / {len(test)} test; searching {args.model} over {json.dumps(grid)}",
+            f"{len(train)} train / {len(test)} test; searching {name} over {json.dumps(grid)}",
             file=sys.stderr,
         )
         # Models that are parallel inside one fit search their grid one fit at a time.
-        search_jobs = 1 if inner_jobs is not None else args.jobs
-        result = run_search(
-            args.model, estimator, grid, X, y, train, test,
-            folds=args.folds, seed=args.seed, jobs=search_jobs, verbose=args.verbose,
-            row_space=spec.row_space,
-        )
-    except SplitError as exc:
-        return fail(f"{args.features}: {exc}")
-    print(text_report(result, y[test], label_names))
-    if args.json:
-        settings = {
-            "model": args.model, "grid": grid, "test_size": args.test_size,
-            "seed": args.seed, "folds": args.folds, "jobs": args.jobs,
-        }
-        data = json_report(
-            result, y[test], test, label_names,
-            features_path=args.features, provenance=provenance, settings=settings,
-        )
+        search_jobs = 1 if name in ("rf", "xgb") else args.jobs
         try:
-            Path(args.json).write_text(json.dumps(data, indent=2, default=str) + "\n")
-        except OSError as exc:
-            return fail(f"{args.json}: cannot write ({exc.strerror or exc})")
-    if args.save:
-        import joblib
+            result = run_search(
+                name, estimators[name], grid, X, y, train, test,
+                folds=args.folds, seed=args.seed, jobs=search_jobs, verbose=args.verbose,
+                row_space=spec.row_space,
+            )
+        except SplitError as exc:
+            return fail(f"{args.features}: {exc}")
+        print(text_report(result, y[test], label_names))
+        reports[name] = per_class_report(result, y[test], label_names)
+        if args.json:
+            settings = {
+                "model": name, "grid": grid, "test_size": args.test_size,
+                "seed": args.seed, "folds": args.folds, "jobs": args.jobs,
+            }
+            data = json_report(
+                result, y[test], test, label_names,
+                features_path=args.features, provenance=provenance, settings=settings,
+            )
+            out = suffixed(args.json, name, several)
+            try:
+                out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+            except OSError as exc:
+                return fail(f"{out}: cannot write ({exc.strerror or exc})")
+        if args.save:
+            import joblib
 
-        try:
-            joblib.dump(result.estimator, args.save)
-        except OSError as exc:
-            return fail(f"{args.save}: cannot write ({exc.strerror or exc})")
+            from .card import card_path, model_card
+
+            out = suffixed(args.save, name, several)
+            card = model_card(result, y[test], label_names, features_path=args.features,
+                              provenance=provenance)
+            try:
+                joblib.dump(result.estimator, out)
+                card_path(out).write_text(json.dumps(card, indent=2, default=str) + "\n")
+            except OSError as exc:
+                return fail(f"{out}: cannot write ({exc.strerror or exc})")
+        if args.plots:
+            from .plots import confusion_png
+
+            confusion_png(y[test], result.test_pred, label_names, Path(args.plots) / f"confusion_{name}.png",
+                          title=f"{name} on {Path(args.features).name}, normalised by true class")
+    if several:
+        print(f"side by side on the same {len(test)} test images (* best of the row):")
+        print(side_by_side(reports, label_names))
+        if args.plots:
+            from .plots import precision_png
+
+            precision_png(reports, label_names, Path(args.plots) / "precision.png")
+    return 0
+
+
+def compare_main(argv: list[str]) -> int:
+    """``python -m classify compare A.json B.json ...``"""
+    parser = argparse.ArgumentParser(
+        prog="python -m classify compare",
+        description="Print saved --json results side by side: per class, precision, recall and "
+                    "F1 of each run (* best of the row), and each later run's F1 minus the first's.",
+    )
+    parser.add_argument("results", nargs="+", metavar="RESULT.json", help="files from --json")
+    parser.add_argument("--force", action="store_true",
+                        help="compare runs scored on different test rows or classes")
+    parser.add_argument("--plots", metavar="DIR", help="write precision.png (per-class precision "
+                        "side by side) and confusion_<run>.png per run into DIR")
+    args = parser.parse_args(argv)
+    if len(args.results) < 2:
+        parser.error("give at least two results to compare")
+
+    from .compare import CompareError, common_labels, load_runs, side_by_side
+
+    try:
+        runs = load_runs(args.results, force=args.force)
+    except CompareError as exc:
+        print(f"classify compare: error: {exc}", file=sys.stderr)
+        return 1
+    labels = common_labels(runs)
+    print(side_by_side({n: r["report"] for n, r in runs.items()}, labels, differences=True))
+    if args.plots:
+        from .plots import confusion_png, precision_png
+
+        folder = Path(args.plots)
+        if not folder.is_dir():
+            print(f"classify compare: error: {folder}: no such folder for --plots", file=sys.stderr)
+            return 1
+        precision_png({n: r["report"] for n, r in runs.items()}, labels, folder / "precision.png")
+        for name, run in runs.items():
+            if "test_labels" in run:
+                confusion_png(run["test_labels"], run["test_predictions"], run["label_names"],
+                              folder / f"confusion_{name}.png", title=name)
     return 0
 
 

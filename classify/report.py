@@ -37,6 +37,18 @@ def text_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]
     return "\n".join(lines)
 
 
+def per_class_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """scikit-learn's ``classification_report`` of the test rows, as a dict."""
+    return classification_report(
+        y_test,
+        result.test_pred,
+        labels=np.arange(len(label_names)),
+        target_names=label_names,
+        output_dict=True,
+        zero_division=0,
+    )
+
+
 def json_report(
     result: SearchResult,
     y_test: np.ndarray,
@@ -50,14 +62,7 @@ def json_report(
     """Everything needed to compare this run with another on the same rows."""
     import sklearn
 
-    per_class = classification_report(
-        y_test,
-        result.test_pred,
-        labels=np.arange(len(label_names)),
-        target_names=label_names,
-        output_dict=True,
-        zero_division=0,
-    )
+    per_class = per_class_report(result, y_test, label_names)
     versions = {"python": platform.python_version(), "scikit-learn": sklearn.__version__}
     if result.model == "xgb":
         import xgboost
@@ -77,6 +82,7 @@ def json_report(
         "report": per_class,
         "label_names": label_names,
         "test_indices": [int(i) for i in test_indices],
+        "test_labels": [int(t) for t in y_test],
         "test_predictions": [int(p) for p in result.test_pred],
         "versions": versions,
     }

@@ -199,3 +199,57 @@ def test_wide_features_model_is_saved_with_its_projection(tmp_path):
     model = joblib.load(out_model)
     test = np.array(data["test_indices"])
     np.testing.assert_array_equal(model.predict(X[test]), data["test_predictions"])  # raw features in
+
+
+def _table_values(table: str, label: str) -> list[float]:
+    line = next(row for row in table.splitlines() if row.startswith(label + " "))
+    return [float(v.rstrip("*")) for v in line[len(label):].split()]
+
+
+def test_several_models_end_with_a_side_by_side_table(tmp_path):
+    features = tmp_path / "blobs.hdf5"
+    blobs_file(features, spread=1.0)  # overlapping classes: the models differ
+    result = run_module("classify", "-f", features, "-m", "logreg", "rf",
+                        "--json", tmp_path / "r.json", "-j", "1")
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.split("(* best of the row):\n")[1]
+    runs = {m: json.loads((tmp_path / f"r.{m}.json").read_text()) for m in ("logreg", "rf")}
+    assert runs["logreg"]["test_indices"] == runs["rf"]["test_indices"]
+    y = np.array([0] * 20 + [1] * 20 + [2] * 20)
+    test = runs["logreg"]["test_indices"]
+    for label in ("ant", "bee", "cow", "macro avg", "weighted avg"):
+        values = _table_values(table, label)
+        for k, metric in enumerate(("precision", "recall", "f1-score")):
+            for j, model in enumerate(("logreg", "rf")):
+                expected = classification_report(
+                    y[test], runs[model]["test_predictions"], target_names=["ant", "bee", "cow"],
+                    output_dict=True, zero_division=0)[label][metric]
+                assert values[2 * k + j] == pytest.approx(expected, abs=5e-5), (label, metric, model)
+    accuracy = _table_values(table, "accuracy")
+    assert accuracy == pytest.approx([runs["logreg"]["accuracy"], runs["rf"]["accuracy"]], abs=5e-5)
+    best = max(accuracy)
+    assert [v.endswith("*") for v in table.splitlines()[-3].split()[1:]] == [a == best for a in accuracy]
+
+
+def test_compare_saved_runs_and_refuse_other_splits(tmp_path):
+    features = tmp_path / "blobs.hdf5"
+    blobs_file(features, spread=1.0)
+    for name, extra in (("a", ()), ("b", ("-m", "rf")), ("c", ("--seed", "7"))):
+        run = run_module("classify", "-f", features, *extra, "--json", tmp_path / f"{name}.json", "-j", "1")
+        assert run.returncode == 0, run.stderr
+    ok = run_module("classify", "compare", tmp_path / "a.json", tmp_path / "b.json")
+    assert ok.returncode == 0, ok.stderr
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["report"] for n in "ab")
+    diff = _table_values(ok.stdout, "bee")[-1]
+    assert diff == pytest.approx(b["bee"]["f1-score"] - a["bee"]["f1-score"], abs=5e-5)
+    refused = run_module("classify", "compare", tmp_path / "a.json", tmp_path / "c.json")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "classify compare: error: c and a were scored on different test rows (other features, "
+        "--test-size or --seed); pass --force to compare them anyway"
+    ]
+    forced = run_module("classify", "compare", tmp_path / "a.json", tmp_path / "c.json", "--force")
+    assert forced.returncode == 0 and "weighted avg" in forced.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert "not a result written by" in run_module("classify", "compare", tmp_path / "a.json", bad).stderr

@@ -1,0 +1,55 @@
+"""The model card saved beside a model: what it was trained on, and how well it did."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from .search import SearchResult
+
+#: Feature-file attributes that ``predict`` must reproduce to extract comparable features.
+EXTRACTION_KEYS = (
+    "backbone", "weights", "weights_sha256", "layer", "pooling", "image_size", "interpolation",
+    "preprocessing", "precision", "dtype",
+)
+
+
+def card_path(model_path: str | os.PathLike) -> Path:
+    """``M.joblib`` → ``M.card.json``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".card.json")
+
+
+def model_card(
+    result: SearchResult,
+    y_test: np.ndarray,
+    label_names: list[str],
+    *,
+    features_path: str | os.PathLike,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """A small JSON-ready description of a saved model."""
+    import sklearn
+
+    versions = {"python": platform.python_version(), "scikit-learn": sklearn.__version__}
+    if result.model == "xgb":
+        import xgboost
+
+        versions["xgboost"] = xgboost.__version__
+    return {
+        "model": result.model,
+        "classes": list(label_names),
+        "best_params": result.best_params,
+        "test_accuracy": float(accuracy_score(y_test, result.test_pred)),
+        "test_macro_f1": float(f1_score(y_test, result.test_pred, average="macro", zero_division=0)),
+        "test_images": len(y_test),
+        "features": os.fspath(features_path),
+        "extraction": {k: provenance.get(k) for k in EXTRACTION_KEYS},
+        "provenance": provenance,
+        "versions": versions,
+    }

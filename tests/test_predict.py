@@ -1,0 +1,140 @@
+"""The trained classifier put to use: model card, predict on new images, plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import joblib
+import numpy as np
+import pytest
+from conftest import make_subset, run_module
+from PIL import Image
+
+from features import FeatureFile
+
+CLASSES = ["crocus", "daisy", "sunflower"]
+EXTRACT = ("--image-size", "64", "-q")
+
+
+@pytest.fixture(scope="module")
+def trained(flowers17, tmp_path_factory):
+    """A logistic regression trained on hed-bsds500 VGG16 features of a small subset."""
+    tmp = tmp_path_factory.mktemp("trained")
+    data = make_subset(flowers17, tmp / "f17", CLASSES, per_class=8)
+    features = tmp / "f17.hdf5"
+    result = run_module("extract", "--dataset", data, "-o", features, "--weights", "hed-bsds500", *EXTRACT)
+    assert result.returncode == 0, result.stderr
+    model = tmp / "m.joblib"
+    result = run_module("classify", "-f", features, "--save", model, "--grid", '{"C": [1]}', "-j", "1")
+    assert result.returncode == 0, result.stderr
+    return data, features, model
+
+
+def test_model_card_is_written_beside_the_model(trained):
+    _, features, model = trained
+    card = json.loads(model.with_name("m.card.json").read_text())
+    assert card["classes"] == CLASSES and card["model"] == "logreg" and card["best_params"] == {"C": 1}
+    assert card["extraction"]["backbone"] == "vgg16" and card["extraction"]["weights"] == "hed-bsds500"
+    assert card["extraction"]["image_size"] == 64 and 0 <= card["test_accuracy"] <= 1
+    with FeatureFile(features) as ff:
+        assert card["extraction"]["weights_sha256"] == ff.attrs["weights_sha256"]
+    assert "scikit-learn" in card["versions"]
+
+
+def test_predict_gives_the_labels_of_the_stored_features(trained, tmp_path):
+    data, features, model = trained
+    out = tmp_path / "pred.csv"
+    result = run_module("classify", "predict", "--model", model, data, "--output", out, "-q")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    with FeatureFile(features) as ff:
+        X, paths = ff.load_features(), ff.paths
+    expected = joblib.load(model).predict(X)
+    by_path = {row["path"]: row for row in rows}
+    assert len(rows) == len(paths) == 24
+    for path, label in zip(paths, expected, strict=True):
+        row = by_path[str(data / path)]
+        assert row["predicted"] == CLASSES[label]
+        top = row["top3"].split(";")
+        assert len(top) == 3 and top[0].startswith(CLASSES[label] + ":")
+        assert float(row["probability"]) == pytest.approx(float(top[0].split(":")[1]))
+
+
+def test_predict_one_image_and_a_bad_one_to_stdout(trained, tmp_path):
+    data, _, model = trained
+    image = sorted((data / "daisy").iterdir())[0]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    result = run_module("classify", "predict", "--model", model, image, bad, "-q")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["path", "predicted", "probability", "top3", "error"]
+    assert rows[1][0] == str(image) and rows[1][1] in CLASSES
+    assert rows[2] == [str(bad), "", "", "", "skipped: empty file"]
+
+
+def test_predict_refuses_features_from_other_weights(flowers17, mobilenetv2_notop, tmp_path):
+    import keras
+
+    data = make_subset(flowers17, tmp_path / "f17", CLASSES[:2], per_class=4)
+    features, model = tmp_path / "mn.hdf5", tmp_path / "mn.joblib"
+    common = ("--backbone", "mobilenetv2", "--pooling", "avg", *EXTRACT)
+    assert run_module("extract", "--dataset", data, "-o", features, "--weights", mobilenetv2_notop,
+                      *common).returncode == 0
+    assert run_module("classify", "-f", features, "--save", model, "--grid", '{"C": [1]}').returncode == 0
+    # Other weights of the same architecture: one kernel changed, saved as a valid file.
+    net = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(64, 64, 3),
+                                         pooling="avg")
+    net.load_weights(mobilenetv2_notop)
+    kernel = net.layers[1].get_weights()
+    kernel[0] = kernel[0] * 1.01
+    net.layers[1].set_weights(kernel)
+    other = tmp_path / "other.weights.h5"
+    net.save_weights(other)
+
+    result = run_module("classify", "predict", "--model", model, data, "--weights", other, "-q")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]  # TensorFlow's start-up lines come before
+    assert last.startswith("classify predict: error: ") and last.endswith("features would not match")
+    result = run_module("classify", "predict", "--model", model, data, "-q")
+    assert result.returncode == 1 and "pass --weights PATH" in result.stderr
+    result = run_module("classify", "predict", "--model", model, data, "--weights", mobilenetv2_notop, "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_plots_are_valid_images(tmp_path):
+    from test_classify import blobs_file
+
+    features = tmp_path / "blobs.hdf5"
+    blobs_file(features, spread=1.0)
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    result = run_module("classify", "-f", features, "-m", "logreg", "rf", "--plots", plots,
+                        "--json", tmp_path / "r.json", "-j", "1")
+    assert result.returncode == 0, result.stderr
+    for name in ("confusion_logreg.png", "confusion_rf.png", "precision.png"):
+        with Image.open(plots / name) as img:
+            img.verify()
+        with Image.open(plots / name) as img:
+            assert img.format == "PNG" and img.width >= 400 and img.height >= 400
+    with Image.open(plots / "confusion_logreg.png") as img:
+        assert img.size == (600, 600)  # 6 x 6 inches at 100 dpi for 3 classes
+    again = tmp_path / "again"
+    again.mkdir()
+    result = run_module("classify", "compare", tmp_path / "r.logreg.json", tmp_path / "r.rf.json",
+                        "--plots", again)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in again.iterdir()) == ["confusion_r.logreg.png", "confusion_r.rf.png",
+                                                       "precision.png"]
+
+
+def test_confusion_matrix_of_101_classes_is_readable(tmp_path):
+    from classify.plots import confusion_png
+
+    names = [f"class_{i:03d}" for i in range(101)]
+    y = np.repeat(np.arange(101), 3)
+    path = confusion_png(y, np.roll(y, 1), names, tmp_path / "cm.png")
+    with Image.open(path) as img:
+        assert img.size[0] >= 2400  # about 0.22 inch, 22 pixels, per class
