@@ -82,8 +82,8 @@ def load_model(model_path: str, weights: str | None):
     try:
         loaded = load_backbone(ext["backbone"], wanted, ext["pooling"], int(ext["image_size"]),
                                ext.get("precision") or "float32")
-    except WeightsError as exc:
-        raise PredictError(str(exc)) from None
+    except (WeightsError, ValueError) as exc:  # ValueError: weights of another backbone
+        raise PredictError(f"{model_path}: {exc}") from None
     if loaded.weights_sha256 != ext.get("weights_sha256") or loaded.layer != ext.get("layer"):
         raise PredictError(
             f"{model_path}: trained on {ext['backbone']} features from weights "

@@ -100,6 +100,10 @@ def test_predict_refuses_features_from_other_weights(flowers17, mobilenetv2_noto
     assert last.startswith("classify predict: error: ") and last.endswith("features would not match")
     result = run_module("classify", "predict", "--model", model, data, "-q")
     assert result.returncode == 1 and "pass --weights PATH" in result.stderr
+    # VGG16 weights for a MobileNetV2 model: another backbone's features.
+    result = run_module("classify", "predict", "--model", model, data, "--weights", "hed-bsds500", "-q")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "hed-bsds500 holds VGG16 layers" in result.stderr.strip().splitlines()[-1]
     result = run_module("classify", "predict", "--model", model, data, "--weights", mobilenetv2_notop, "-q")
     assert result.returncode == 0, result.stderr
 
