@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .models import MODELS
+from .models import MODELS, inner_parallel
 
 DESCRIPTION = """\
 Grid-search a classifier on a feature file written by `python -m extract`: a stratified,
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--grid applies to one model; run the models one at a time to give each a grid")
     estimators, grids = {}, {}
     for name in models:
-        inner_jobs = args.jobs if name in ("rf", "xgb") else None
+        inner_jobs = args.jobs if inner_parallel(name) else None
         estimators[name] = MODELS[name].make(args.seed, inner_jobs)
         grids[name] = (
             parse_grid(args.grid, parser, set(estimators[name].get_params())) if args.grid
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         # Models that are parallel inside one fit search their grid one fit at a time.
-        search_jobs = 1 if name in ("rf", "xgb") else args.jobs
+        search_jobs = 1 if inner_parallel(name) else args.jobs
         try:
             result = run_search(
                 name, estimators[name], grid, X, y, train, test,

@@ -33,38 +33,35 @@ def side_by_side(
     names = list(reports)
     first = names[0]
     width = max([len(n) for n in label_names] + [len(r) for r in SUMMARY_ROWS] + [8])
+    col = {name: max(12, len(name) + 4) for name in names}  # one metric of one run
+    diff_col = {name: max(12, len(name) + len(first) + 6) for name in names[1:]}
+
+    def cells(values: list[float]) -> str:
+        """One value per run, the best of them marked."""
+        best = max(values)
+        return "".join(
+            f" {value:>{col[name] - 1}.4f}{'*' if len(names) > 1 and value == best else ' '}"
+            for name, value in zip(names, values, strict=True)
+        )
+
     head = f"{'':{width}}"
     for metric in ("P", "R", "F1"):
-        for name in names:
-            head += f" {metric + ' ' + name:>{max(12, len(name) + 4)}}"
+        head += "".join(f" {metric + ' ' + name:>{col[name]}}" for name in names)
     if differences:
-        for name in names[1:]:
-            head += f" {'dF1 ' + name + '-' + first:>{max(12, len(name) + len(first) + 6)}}"
-    lines = [head]
+        head += "".join(f" {'dF1 ' + name + '-' + first:>{diff_col[name]}}" for name in names[1:])
 
     def row(label: str) -> str:
         line = f"{label:{width}}"
         for metric in METRICS:
-            values = [reports[n][label][metric] for n in names]
-            best = max(values)
-            for name, value in zip(names, values, strict=True):
-                mark = "*" if len(names) > 1 and value == best else " "
-                line += f" {value:>{max(12, len(name) + 4) - 1}.4f}{mark}"
+            line += cells([reports[n][label][metric] for n in names])
         if differences:
             for name in names[1:]:
                 diff = reports[name][label]["f1-score"] - reports[first][label]["f1-score"]
-                line += f" {diff:>+{max(12, len(name) + len(first) + 6)}.4f}"
+                line += f" {diff:>+{diff_col[name]}.4f}"
         return line
 
-    lines.extend(row(label) for label in label_names)
-    lines.append("")
-    accuracy = f"{'accuracy':{width}}"
-    best = max(reports[n]["accuracy"] for n in names)
-    for name in names:
-        value = reports[name]["accuracy"]
-        mark = "*" if len(names) > 1 and value == best else " "
-        accuracy += f" {value:>{max(12, len(name) + 4) - 1}.4f}{mark}"
-    lines.append(accuracy)
+    lines = [head, *(row(label) for label in label_names), ""]
+    lines.append(f"{'accuracy':{width}}" + cells([reports[n]["accuracy"] for n in names]))
     lines.extend(row(label) for label in SUMMARY_ROWS)
     return "\n".join(lines)
 

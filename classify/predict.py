@@ -115,8 +115,7 @@ def predict_rows(
                 i: [files[i], "", "", "", f"skipped: {img}"] for i, img in batch if isinstance(img, str)
             }
             if good:
-                x = loaded.backbone.preprocess_input(np.stack([img for _, img in good]).astype(np.float32))
-                feats = np.asarray(loaded.model.predict_on_batch(x), dtype=np.float32).reshape(len(good), -1)
+                feats = loaded.embed(np.stack([img for _, img in good]))
                 # The classifier was trained on features as stored in the file.
                 feats = feats.astype(stored).astype(np.float32)
                 proba = estimator.predict_proba(feats)

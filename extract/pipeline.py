@@ -165,8 +165,6 @@ def extract(
     if plan.resume and "created" in plan.attrs:
         attrs["created"] = plan.attrs["created"]
         attrs["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
-    preprocess = loaded.backbone.preprocess_input
-    model = loaded.model
     skipped: list[tuple[str, str]] = []
     bar = tqdm(
         total=len(listing), initial=plan.done, unit="img", desc="extract", file=sys.stderr,
@@ -195,10 +193,8 @@ def extract(
                     good.append(i)
                     images.append(result)
             if images:
-                x = preprocess(np.stack(images).astype(np.float32))
-                out = np.asarray(model.predict_on_batch(x), dtype=np.float32)
                 writer.add(
-                    out.reshape(len(images), -1),
+                    loaded.embed(np.stack(images)),
                     plan.labels[good],
                     [listing.paths[i] for i in good],
                 )

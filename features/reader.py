@@ -16,7 +16,8 @@ class FeatureFileError(ValueError):
     """A file that cannot be used as a feature file; the message names the file and the fault."""
 
 
-def _decode(values: np.ndarray) -> list[str]:
+def decode_strings(values: Any) -> list[str]:
+    """HDF5 strings (bytes or str) as Python strings."""
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
@@ -108,17 +109,17 @@ class FeatureFile:
             )
         self.n_rows = int(committed)
         self.dim = int(features.shape[1])
-        self.label_names = _decode(f[schema.LABEL_NAMES][()])
+        self.label_names = decode_strings(f[schema.LABEL_NAMES][()])
         self.labels = labels[: self.n_rows].astype(np.int32)
         if self.n_rows and (self.labels.min() < 0 or self.labels.max() >= len(self.label_names)):
             raise FeatureFileError(
                 f"{name}: labels must be indices into the {len(self.label_names)} label_names"
             )
-        self.paths = _decode(f[schema.PATHS][: self.n_rows]) if schema.PATHS in f else None
+        self.paths = decode_strings(f[schema.PATHS][: self.n_rows]) if schema.PATHS in f else None
         if self.paths is not None and len(self.paths) != self.n_rows:
             raise FeatureFileError(f"{name}: {len(f[schema.PATHS])} paths for {n} rows")
         self.skipped = (
-            [tuple(_decode(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
+            [tuple(decode_strings(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
         )
 
     def _check_parts(self, name: str) -> None:

@@ -35,10 +35,13 @@ import h5py
 import numpy as np
 
 from . import schema
+from .reader import decode_strings
 
 _STR = h5py.string_dtype("utf-8")
 
 PARTS_SUFFIX = ".parts"
+#: Chunk length of ``labels`` and ``paths`` in a finished file.
+_ROW_CHUNK = 4096
 _TMP_MARK = ".tmp-"
 
 
@@ -52,10 +55,6 @@ def parts_dir(output: str | os.PathLike) -> Path:
     """The folder holding the parts of an unfinished ``output``: ``<output>.parts``."""
     output = Path(output)
     return output.with_name(output.name + PARTS_SUFFIX)
-
-
-def _decode(values: Any) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
 def _fsync(path: Path) -> None:
@@ -74,7 +73,7 @@ def _size_bound(rows: int, dim: int, dtype: str, strings: Sequence[str], chunked
     if chunked:  # chunks are allocated whole: round up to them
         per_chunk = chunk_rows(dim, dtype)
         feature_rows = -(-rows // per_chunk) * per_chunk
-        other_rows = -(-rows // 4096) * 4096
+        other_rows = -(-rows // _ROW_CHUNK) * _ROW_CHUNK
     data = feature_rows * dim * np.dtype(dtype).itemsize + other_rows * (4 + 16)
     text = sum(len(s.encode()) + 48 for s in strings)
     return int(1.05 * (data + text)) + (64 << 10)
@@ -258,7 +257,7 @@ class FeatureWriter:
 
     def _load_existing(self) -> None:
         with h5py.File(self.path, "r") as f:
-            names = _decode(f[schema.LABEL_NAMES][()])
+            names = decode_strings(f[schema.LABEL_NAMES][()])
             if names != self.label_names[: len(names)]:
                 raise ValueError(
                     f"{self.path}: label_names must start with the file's own {names}, "
@@ -271,15 +270,15 @@ class FeatureWriter:
                 raise ValueError(f"{self.path}: holds {features.dtype} features, not {self.dtype}")
             n = int(f.attrs.get(schema.ROWS_COMMITTED, len(features)))
             rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
-            self._skipped = [tuple(_decode(row)) for row in rows]
+            self._skipped = [tuple(decode_strings(row)) for row in rows]
             segments = segments_of(f)
             if segments is None:
                 self._base = {"rows": n, "source_rows": len(features)}
             else:
                 self._segments = segments
-            self._complete = bool(f.attrs.get(schema.COMPLETE, False))
+            complete = bool(f.attrs.get(schema.COMPLETE, False))
         self.rows_written = n
-        self._changed = names != self.label_names or not self._complete
+        self._changed = names != self.label_names or not complete
 
     def _adopt_base(self) -> None:
         """Make the finished file being extended the first part (hard link; copy if need be)."""
@@ -355,7 +354,6 @@ class FeatureWriter:
         self._buf_labels.clear()
         self._buf_paths.clear()
         self._buffered = 0
-        self.rows_written += n
         self.n_added += n
 
     def _write_index(self) -> None:
@@ -431,7 +429,7 @@ class FeatureWriter:
         strings = [*self.label_names, *(text for entry in self._skipped for text in entry)]
         for src, rows in sources:
             with h5py.File(src, "r") as f:
-                paths = _decode(f[schema.PATHS][:rows])
+                paths = decode_strings(f[schema.PATHS][:rows])
             keeps.append(np.array([p not in drop for p in paths], dtype=bool))
             strings.extend(p for p in paths if p not in drop)
         total = int(sum(k.sum() for k in keeps))
@@ -446,10 +444,11 @@ class FeatureWriter:
                 chunks=(min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim),
             )
             labels = out.create_dataset(
-                schema.LABELS, shape=(total,), maxshape=(None,), dtype=schema.LABEL_DTYPE, chunks=(4096,)
+                schema.LABELS, shape=(total,), maxshape=(None,), dtype=schema.LABEL_DTYPE,
+                chunks=(_ROW_CHUNK,),
             )
             paths_out = out.create_dataset(
-                schema.PATHS, shape=(total,), maxshape=(None,), dtype=_STR, chunks=(4096,)
+                schema.PATHS, shape=(total,), maxshape=(None,), dtype=_STR, chunks=(_ROW_CHUNK,)
             )
             at = 0
             for (src, rows), keep in zip(sources, keeps, strict=True):
