@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -99,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-partial", action="store_true",
                    help="use the committed rows of a file whose extraction did not finish")
     p.add_argument("--verbose", "-v", action="count", default=0, help="show the search's progress")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: this machine's cores (default); ray: every cross-validation fit "
+                        "is a Ray task (joblib's Ray backend), one core each, spread over the "
+                        "cluster; same results (pip install -e .[ray])")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
     return p
 
 
@@ -136,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.grid and several:
         parser.error("--grid applies to one model; run the models one at a time to give each a grid")
     estimators, grids = {}, {}
+    ray_engine = args.engine == "ray"
     for name in models:
-        inner_jobs = args.jobs if inner_parallel(name) else None
+        # On Ray the fits are spread one core each; locally, forests and boosting use every
+        # core inside one fit instead.
+        inner_jobs = (1 if ray_engine else args.jobs) if inner_parallel(name) else None
         estimators[name] = MODELS[name].make(args.seed, inner_jobs)
         grids[name] = (
             parse_grid(args.grid, parser, set(estimators[name].get_params())) if args.grid
@@ -146,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from features import FeatureFile, FeatureFileError
 
-    from .compare import side_by_side
-    from .report import json_report, per_class_report, text_report
-    from .search import SplitError, run_search, stratified_split
+    from .search import SplitError, stratified_split
 
     def fail(message: str) -> int:
         print(f"classify: error: {message}", file=sys.stderr)
@@ -166,6 +174,50 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{args.features}: {exc}")
     if args.plots and not Path(args.plots).is_dir():
         return fail(f"{args.plots}: no such folder for --plots")
+    if ray_engine:
+        try:
+            backend, stop = _ray_backend(args.ray_address)
+        except RuntimeError as exc:
+            return fail(str(exc))
+    else:
+        backend, stop = contextlib.nullcontext(), None
+    try:
+        with backend:
+            return _search_all(args, models, estimators, grids, X, y, label_names, provenance,
+                               train, test, fail)
+    finally:
+        if stop is not None:
+            stop()
+
+
+def _ray_backend(address: str | None):
+    """joblib's Ray backend on the cluster at ``address`` (or a local instance), and what stops
+    the instance when this process started it (else None)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise RuntimeError('--engine ray needs Ray: pip install -e ".[ray]"')
+    import joblib
+    import ray
+    from ray.util.joblib import register_ray
+
+    from extract.ray_engine import RayEngineError, RayOptions, connect
+
+    try:
+        started = connect(RayOptions(address=address))
+    except RayEngineError as exc:
+        raise RuntimeError(str(exc)) from None
+    register_ray()
+    return joblib.parallel_backend("ray"), (ray.shutdown if started else None)
+
+
+def _search_all(args, models, estimators, grids, X, y, label_names, provenance, train, test, fail):
+    from .compare import side_by_side
+    from .report import json_report, per_class_report, text_report
+    from .search import SplitError, run_search
+
+    ray_engine = args.engine == "ray"
+    several = len(models) > 1
     reports = {}
     for name in models:
         spec, grid = MODELS[name], grids[name]
@@ -175,12 +227,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         # Models that are parallel inside one fit search their grid one fit at a time.
-        search_jobs = 1 if inner_parallel(name) else args.jobs
+        search_jobs = args.jobs if ray_engine or not inner_parallel(name) else 1
         try:
             result = run_search(
                 name, estimators[name], grid, X, y, train, test,
                 folds=args.folds, seed=args.seed, jobs=search_jobs, verbose=args.verbose,
-                row_space=spec.row_space,
+                row_space=spec.row_space, select=spec.select,
             )
         except SplitError as exc:
             return fail(f"{args.features}: {exc}")
@@ -189,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             settings = {
                 "model": name, "grid": grid, "test_size": args.test_size,
-                "seed": args.seed, "folds": args.folds, "jobs": args.jobs,
+                "seed": args.seed, "folds": args.folds, "jobs": args.jobs, "engine": args.engine,
             }
             data = json_report(
                 result, y[test], test, label_names,

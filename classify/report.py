@@ -26,7 +26,11 @@ def text_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]
     lines = [
         f"model: {result.model}",
         f"best parameters: {json.dumps(result.best_params, default=str)} "
-        f"(cross-validated accuracy {result.best_cv_score:.4f})",
+        f"(cross-validated accuracy {result.best_cv_score:.4f}"
+        + (
+            f", log-loss {result.best_cv_log_loss:.4f}; chosen by log-loss)"
+            if result.selected_by == "log_loss" else ")"
+        ),
         f"search time: {result.search_seconds:.1f} s for {len(result.cv_results)} candidates"
         + (f" (in the {result.dim}-dim span of the training rows)" if result.projected else ""),
         f"test accuracy: {accuracy_score(y_test, result.test_pred):.4f} on {len(y_test)} images",
@@ -74,6 +78,8 @@ def json_report(
         "settings": settings,
         "best_params": result.best_params,
         "best_cv_score": result.best_cv_score,
+        "selected_by": result.selected_by,
+        "best_cv_log_loss": result.best_cv_log_loss,
         "cv_results": result.cv_results,
         "search_seconds": result.search_seconds,
         "search_dim": result.dim,

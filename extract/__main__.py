@@ -16,6 +16,7 @@ from features.schema import FEATURE_DTYPES  # noqa: E402
 
 from .backbones import BACKBONES, POOLINGS, PRECISIONS  # noqa: E402
 from .images import DEFAULT_MAX_PIXELS, INTERPOLATIONS  # noqa: E402
+from .ray_engine import DEFAULT_SHARD_SIZE  # noqa: E402
 from .sources import DATA_ENV  # noqa: E402
 
 DESCRIPTION = """\
@@ -36,14 +37,19 @@ weights:
 examples:
   python -m extract --dataset animals
   python -m extract --dataset flowers17 --data-dir ../shared/datasets --weights hed-bsds500
-  python -m extract --dataset ~/photos/birds --backbone mobilenetv2 \
+  python -m extract --dataset ~/photos/birds --backbone mobilenetv2 \\
       --weights mobilenetv2_notop.weights.h5 --pooling avg
+  python -m extract --dataset /mnt/shared/photos -o /mnt/shared/photos.hdf5 \\
+      --engine ray --ray-address head-node:6379 --workers 4 --cpus-per-worker 14
 
 Nothing is lost when a run stops: rows are committed every --buffer-size rows, and running
 the same command again continues from the first image not committed. Run it again after
 adding images (or classes) and only those are extracted and appended; when nothing changed
 it says so and exits. An output made with other settings (backbone, weights, pooling, image
 size, interpolation, precision, dtype, dataset) is refused unless --overwrite.
+
+With --engine ray, shards replace --buffer-size as the unit of commit: a killed run keeps
+every finished shard, and the same command again commits those its driver had not.
 
 Files that cannot be decoded are skipped and listed, with the reason, in the output file.
 Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupted.
@@ -58,6 +64,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    if value > 1 and value != int(value):
+        raise argparse.ArgumentTypeError(f"Ray reserves whole CPUs above 1, got {text}")
     return value
 
 
@@ -105,6 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove rows of images that are no longer in the dataset (they are "
                         "only reported without it)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    ray = p.add_argument_group(
+        "Ray engine", "run on a Ray cluster (pip install -e .[ray]); every node must see the "
+        "dataset and the output folder under the same paths"
+    )
+    ray.add_argument("--engine", default="local", choices=("local", "ray"),
+                     help="local: this process (default); ray: Ray Data decodes, an actor pool "
+                          "runs the backbone, each actor writes its own shards")
+    ray.add_argument("--ray-address", metavar="ADDR",
+                     help="cluster to join (default: $RAY_ADDRESS, else a local Ray instance is "
+                          "started for the run)")
+    ray.add_argument("--workers", type=positive_int, metavar="N",
+                     help="backbone actors (default: one per GPU when the cluster has GPUs, else 1)")
+    ray.add_argument("--cpus-per-worker", type=positive_float, default=1.0, metavar="N",
+                     help="CPUs each CPU actor reserves and the backbone threads it runs (default: 1)")
+    ray.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE, metavar="N",
+                     help="images per shard, the unit of work of an actor and of loss when a run "
+                          "is killed, rounded up to a multiple of --batch-size "
+                          f"(default: {DEFAULT_SHARD_SIZE})")
+    ray.add_argument("--merge", action="store_true",
+                     help="publish one self-contained file instead of an index of virtual datasets "
+                          "over the shards (which must then stay in <output>.parts beside it)")
     return p
 
 
@@ -127,6 +166,19 @@ def requested_settings(args: argparse.Namespace, dataset: str) -> dict:
         "weights": weights_id,
         "weights_sha256": weights_sha,
     }
+
+
+def run_options(args: argparse.Namespace, dataset: str) -> dict:
+    """The options both engines take alike."""
+    return dict(
+        prune=args.prune,
+        dataset=dataset,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        interpolation=args.interpolation,
+        max_pixels=args.max_pixels,
+        progress=not args.quiet,
+    )
 
 
 def refusal(output: Path, changes: list[str]) -> str:
@@ -166,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     from .backbones import WeightsError, cpu_has_bf16, gpu_present, load_backbone
     from .pipeline import extract, finish_existing, format_skipped
     from .plan import plan_work, settings_changes
+    from .ray_engine import RayEngineError, adopt_unpublished, ray_available
     from .sources import DatasetError, list_images, resolve_dataset
 
     def fail(message: str) -> int:
@@ -193,8 +246,16 @@ def _run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     except OSError as exc:
         return fail(f"{output}: cannot create its lock file ({exc})")
+    ray_engine = args.engine == "ray"
+    if ray_engine and not ray_available():
+        lock.release()
+        return fail('--engine ray needs Ray Data: pip install -e ".[ray]"')
     try:
-        remove_stale(output)
+        remove_stale(output, keep_shards=ray_engine and not args.overwrite)
+        if ray_engine and not args.overwrite and output.exists():
+            adopted = adopt_unpublished(output, listing)
+            if adopted:
+                say(f"committed {adopted} shards that a killed run had finished")
         existing = None
         if output.exists() and not args.overwrite:
             try:
@@ -219,7 +280,9 @@ def _run(args: argparse.Namespace) -> int:
             say(f"continuing the {state} {output}: {plan.done} images done, {len(plan.todo)} to go"
                 + (f", new classes {', '.join(plan.new_classes)}" if plan.new_classes else ""))
         if not len(plan.todo):
-            summary = finish_existing(output, plan, prune=args.prune)
+            summary = finish_existing(output, plan, prune=args.prune, merge=args.merge or not ray_engine)
+        elif ray_engine:
+            summary = _run_ray(args, listing, output, plan, existing, name, say)
         else:
             try:
                 loaded = load_backbone(
@@ -238,19 +301,11 @@ def _run(args: argparse.Namespace) -> int:
                 if changes:
                     return fail(refusal(output, changes))
             summary = extract(
-                listing,
-                loaded,
-                output,
-                plan=plan,
-                prune=args.prune,
-                dataset=name,
-                batch_size=args.batch_size,
-                buffer_size=args.buffer_size,
-                dtype=args.dtype,
-                interpolation=args.interpolation,
-                max_pixels=args.max_pixels,
-                progress=not args.quiet,
+                listing, loaded, output, plan=plan, buffer_size=args.buffer_size,
+                **run_options(args, name),
             )
+    except RayEngineError as exc:
+        return fail(str(exc))
     except OSError as exc:
         return fail(
             f"{output}: cannot write ({exc}); the rows committed so far are kept, run the same "
@@ -266,6 +321,49 @@ def _run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     print(summary.line())
     return 0
+
+
+def _run_ray(args, listing, output, plan, existing, name, say):
+    """The Ray engine's part of :func:`_run`: join or start Ray, extract, stop what it started."""
+    import ray
+
+    from .plan import settings_changes
+    from .ray_engine import RayOptions, connect, ray_extract
+
+    options = RayOptions(
+        address=args.ray_address,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        shard_size=args.shard_size,
+        merge=args.merge,
+    )
+
+    def check(facts: dict) -> str | None:
+        say(f"{args.backbone} ({facts['weights']}, {facts['layer']}, {args.pooling}, {args.precision}) "
+            f"-> {facts['dim']} features per image, on Ray")
+        if existing is not None:
+            changes = settings_changes(
+                existing.attrs, {"layer": facts["layer"], "weights_sha256": facts["weights_sha256"]}
+            )
+            if changes:
+                return refusal(output, changes)
+        return None
+
+    started = connect(options)
+    try:
+        return ray_extract(
+            listing,
+            dict(name=args.backbone, weights=args.weights, pooling=args.pooling,
+                 image_size=args.image_size, precision=args.precision),
+            output,
+            plan=plan,
+            options=options,
+            on_facts=check,
+            **run_options(args, name),
+        )
+    finally:
+        if started:
+            ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -45,21 +45,41 @@ class ExtractSummary:
     seconds: float
     rows: int = 0  # rows in the finished file, earlier runs' included
     pruned: int = 0  # rows and skipped entries removed because their images are gone
+    nodes: int = 0  # Ray nodes whose actors wrote shards (0: the local engine)
 
     @property
     def images_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
+    @classmethod
+    def of(
+        cls, writer: FeatureWriter, listing: ImageListing, skipped: list[tuple[str, str]],
+        started: float, pruned: int, nodes: int = 0,
+    ) -> ExtractSummary:
+        """The summary of a run that wrote with ``writer`` and began at ``started``
+        (``time.perf_counter()``)."""
+        return cls(
+            output=writer.path,
+            written=writer.n_added,
+            skipped=skipped,
+            ignored=len(listing.ignored),
+            seconds=time.perf_counter() - started,
+            rows=writer.rows_written,
+            pruned=pruned,
+            nodes=nodes,
+        )
+
     def line(self) -> str:
         pruned = f", removed {self.pruned} gone" if self.pruned else ""
+        nodes = f" on {self.nodes} Ray node{'s' if self.nodes > 1 else ''}" if self.nodes else ""
         return (
             f"wrote {self.written} images, skipped {len(self.skipped)}, ignored {self.ignored} files"
-            f"{pruned} in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s) to "
+            f"{pruned}{nodes} in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s) to "
             f"{self.output} ({self.rows} rows)"
         )
 
 
-def _decode(
+def decode_or_reason(
     root: Path, rel: str, size: int, interpolation: str, max_pixels: int | None
 ) -> np.ndarray | str:
     """The decoded image, or the reason it could not be decoded."""
@@ -91,7 +111,9 @@ def decoded_batches(
 
         def submit(start: int) -> list:
             return [
-                (i, pool.submit(_decode, listing.root, listing.paths[i], size, interpolation, max_pixels))
+                (i, pool.submit(
+                    decode_or_reason, listing.root, listing.paths[i], size, interpolation, max_pixels
+                ))
                 for i in indices[start : start + batch_size]
             ]
 
@@ -104,34 +126,52 @@ def decoded_batches(
             yield [(i, future.result()) for i, future in batch]
 
 
-def provenance(
-    loaded: LoadedBackbone, listing: ImageListing, dataset: str, interpolation: str, dtype: str
-) -> dict:
-    """The attributes that say where a feature file's rows came from."""
+def backbone_facts(loaded: LoadedBackbone) -> dict:
+    """What a loaded backbone contributes to a feature file's provenance, plus ``dim``: plain
+    values, so that a Ray worker can send them to the driver."""
     import importlib.metadata
 
     import keras
 
     backend = keras.backend.backend()  # tensorflow by default; KERAS_BACKEND=jax works too
     return {
-        "featurebank_version": features.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dataset": dataset,
-        "dataset_root": str(listing.root.resolve()),
         "backbone": loaded.backbone.name,
         "layer": loaded.layer,
         "weights": loaded.weights,
         "weights_sha256": loaded.weights_sha256,
         "pooling": loaded.pooling,
         "image_size": loaded.image_size,
-        "interpolation": interpolation,
         "preprocessing": loaded.backbone.preprocessing,
         "precision": loaded.precision,
-        "dtype": dtype,
         "keras_version": keras.__version__,
         "keras_backend": backend,
         f"{backend}_version": importlib.metadata.version(backend),
+        "dim": loaded.dim,
     }
+
+
+def provenance(
+    facts: dict, listing: ImageListing, dataset: str, interpolation: str, dtype: str
+) -> dict:
+    """The attributes that say where a feature file's rows came from; ``facts`` are
+    :func:`backbone_facts`."""
+    return {
+        "featurebank_version": features.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": dataset,
+        "dataset_root": str(listing.root.resolve()),
+        **{k: v for k, v in facts.items() if k != "dim"},
+        "interpolation": interpolation,
+        "dtype": dtype,
+    }
+
+
+def run_attrs(attrs: dict, plan: Plan) -> dict:
+    """``attrs`` for this run, keeping the creation time of a file being continued."""
+    if plan.resume and "created" in plan.attrs:
+        attrs["created"] = plan.attrs["created"]
+        attrs["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return attrs
 
 
 def extract(
@@ -161,10 +201,10 @@ def extract(
     output = Path(output)
     plan = plan or plan_work(listing)
     started = time.perf_counter()
-    attrs = provenance(loaded, listing, dataset or listing.root.name, interpolation, dtype)
-    if plan.resume and "created" in plan.attrs:
-        attrs["created"] = plan.attrs["created"]
-        attrs["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    attrs = run_attrs(
+        provenance(backbone_facts(loaded), listing, dataset or listing.root.name, interpolation, dtype),
+        plan,
+    )
     skipped: list[tuple[str, str]] = []
     bar = tqdm(
         total=len(listing), initial=plan.done, unit="img", desc="extract", file=sys.stderr,
@@ -202,20 +242,15 @@ def extract(
             if skipped:
                 bar.set_postfix(skipped=len(skipped), refresh=False)
         pruned = writer.finish(drop=plan.gone if prune else ())
-    return ExtractSummary(
-        output=output,
-        written=writer.n_added,
-        skipped=skipped,
-        ignored=len(listing.ignored),
-        seconds=time.perf_counter() - started,
-        rows=writer.rows_written,
-        pruned=pruned,
-    )
+    return ExtractSummary.of(writer, listing, skipped, started, pruned)
 
 
-def finish_existing(output: str | os.PathLike, plan: Plan, prune: bool = False) -> ExtractSummary:
+def finish_existing(
+    output: str | os.PathLike, plan: Plan, prune: bool = False, merge: bool = True
+) -> ExtractSummary:
     """Bring ``output`` up to date when no image needs the backbone: write the finished file
-    of a run killed after its last row, and with ``prune`` drop the images that are gone."""
+    of a run killed after its last row, and with ``prune`` drop the images that are gone.
+    Without ``merge`` the finished file stays an index over its parts (the Ray engine's)."""
     output = Path(output)
     started = time.perf_counter()
     attrs = {k: v for k, v in plan.attrs.items() if k not in (schema.SEGMENTS,)}
@@ -224,7 +259,7 @@ def finish_existing(output: str | os.PathLike, plan: Plan, prune: bool = False) 
     with FeatureWriter(
         output, dim=dim, label_names=plan.label_names, attrs=attrs, dtype=dtype, resume=True
     ) as writer:
-        pruned = writer.finish(drop=plan.gone if prune else ())
+        pruned = writer.finish(drop=plan.gone if prune else (), merge=merge)
     return ExtractSummary(
         output=output,
         written=0,

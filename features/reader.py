@@ -123,7 +123,8 @@ class FeatureFile:
         )
 
     def _check_parts(self, name: str) -> None:
-        """An unfinished file reads its rows from part files; all of them must be there.
+        """An unfinished file (or a Ray engine's unmerged one) reads its rows from part files;
+        all of them must be there.
 
         HDF5 would read the rows of a missing part as fill values, silently.
         """
@@ -135,6 +136,11 @@ class FeatureFile:
             for source in ds.virtual_sources():
                 part = Path(source.file_name)
                 if not (part if part.is_absolute() else folder / part).is_file():
+                    if self._file.attrs.get(schema.COMPLETE, False):  # a Ray engine's index
+                        raise FeatureFileError(
+                            f"{name}: its rows are in {source.file_name}, which is missing; keep "
+                            "the .parts folder beside the file (or extract with --merge)"
+                        )
                     raise FeatureFileError(
                         f"{name}: unfinished file whose part {source.file_name} is missing; "
                         "run the extract command again with --overwrite to start over"

@@ -26,7 +26,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,38 @@ def _reserve(tmp: Path, nbytes: int) -> None:
         os.close(fd)
 
 
+def write_part_file(
+    path: Path,
+    features: Sequence[np.ndarray],
+    labels: np.ndarray,
+    paths: Sequence[str],
+    *,
+    dim: int,
+    dtype: str,
+    skipped: Sequence[tuple[str, str]] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write one part file atomically: ``features`` (given as row blocks, written one by one so
+    they are never copied whole), ``labels``, ``paths``, and, for a shard written by a Ray
+    actor, its ``skipped`` entries and attributes."""
+    n = int(sum(len(block) for block in features))
+    strings = [*paths, *(text for entry in skipped or () for text in entry)]
+    with _atomic_large_h5(path, _size_bound(n, dim, dtype, strings)) as f:
+        feats = f.create_dataset(schema.FEATURES, shape=(n, dim), dtype=dtype)
+        start = 0
+        for block in features:
+            feats[start : start + len(block)] = block
+            start += len(block)
+        f.create_dataset(schema.LABELS, data=np.asarray(labels, dtype=schema.LABEL_DTYPE).reshape(n))
+        f.create_dataset(schema.PATHS, data=np.array(list(paths), dtype=object), dtype=_STR)
+        if skipped is not None:
+            f.create_dataset(
+                schema.SKIPPED, data=np.array(list(skipped), dtype=object).reshape(-1, 2), dtype=_STR
+            )
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+
+
 def segments_of(f: h5py.File) -> list[dict[str, Any]] | None:
     """The parts an index file is made of, or None for a finished, self-contained file."""
     raw = f.attrs.get(schema.SEGMENTS)
@@ -147,8 +179,32 @@ def segments_of(f: h5py.File) -> list[dict[str, Any]] | None:
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
 
 
-def remove_stale(output: str | os.PathLike) -> None:
-    """Delete what killed runs left behind: temporary files, and parts no index refers to.
+#: Name pattern of the part files that Ray actors write (see :func:`unpublished_shards`).
+SHARD_GLOB = "shard-*.h5"
+
+
+def _used_parts(output: Path) -> set[str]:
+    try:
+        with h5py.File(output, "r") as f:
+            return {Path(s["file"]).name for s in segments_of(f) or []}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()  # no readable index: nothing in parts is committed
+
+
+def unpublished_shards(output: str | os.PathLike) -> list[Path]:
+    """Shards that Ray actors finished (renamed into place) but that no index lists yet: the
+    driver was killed between an actor's commit and its own. They are whole files."""
+    output = Path(output)
+    parts = parts_dir(output)
+    if not parts.is_dir():
+        return []
+    used = _used_parts(output)
+    return sorted(p for p in parts.glob(SHARD_GLOB) if p.name not in used)
+
+
+def remove_stale(output: str | os.PathLike, keep_shards: bool = False) -> None:
+    """Delete what killed runs left behind: temporary files, and parts no index refers to
+    (except, with ``keep_shards``, whole shards a Ray run may still adopt).
 
     Call it only while holding the output's lock (:class:`features.lock.OutputLock`).
     """
@@ -158,12 +214,9 @@ def remove_stale(output: str | os.PathLike) -> None:
     parts = parts_dir(output)
     if not parts.is_dir():
         return
-    used: set[str] = set()
-    try:
-        with h5py.File(output, "r") as f:
-            used = {Path(s["file"]).name for s in segments_of(f) or []}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no readable index: nothing in parts is committed
+    used = _used_parts(output)
+    if keep_shards:
+        used |= {p.name for p in parts.glob(SHARD_GLOB)}
     for child in parts.iterdir():
         if child.name not in used:
             if child.is_dir():
@@ -235,6 +288,10 @@ class FeatureWriter:
         self._run = secrets.token_hex(4)  # part names never collide with an earlier run's
         self._seq = 0
         self._segments: list[dict[str, Any]] = []
+        # Parts committed by add_part (Ray shards): ordered by their first image's position.
+        self._movable: list[dict[str, Any]] = []
+        self._part_skipped: dict[str, list[tuple[str, str]]] = {}
+        self._position: Callable[[str], int] | None = None
         self._base: dict[str, Any] | None = None  # a finished file whose rows come first
         self._skipped: list[tuple[str, str]] = []
         self._buf_features: list[np.ndarray] = []
@@ -272,13 +329,27 @@ class FeatureWriter:
             rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
             self._skipped = [tuple(decode_strings(row)) for row in rows]
             segments = segments_of(f)
+            complete = bool(f.attrs.get(schema.COMPLETE, False))
             if segments is None:
                 self._base = {"rows": n, "source_rows": len(features)}
             else:
                 self._segments = segments
-            complete = bool(f.attrs.get(schema.COMPLETE, False))
+        if segments and not complete:
+            self._reopen_shards()
         self.rows_written = n
         self._changed = names != self.label_names or not complete
+
+    def _reopen_shards(self) -> None:
+        """The shards at the end of an unfinished index were committed by a killed run of
+        this same kind: order them again together with the ones this run adds."""
+        while self._segments and "first" in self._segments[-1]:
+            self._movable.insert(0, self._segments.pop())
+        for s in self._movable:
+            with h5py.File(self.path.parent / s["file"], "r") as f:
+                rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
+                self._part_skipped[s["file"]] = [tuple(decode_strings(row)) for row in rows]
+        moved = {entry for entries in self._part_skipped.values() for entry in entries}
+        self._skipped = [entry for entry in self._skipped if entry not in moved]
 
     def _adopt_base(self) -> None:
         """Make the finished file being extended the first part (hard link; copy if need be)."""
@@ -327,6 +398,10 @@ class FeatureWriter:
         """Commit what is buffered: a new part, then a new index that includes it."""
         if not (self._buffered or self._buf_skipped):
             return
+        if self._movable:  # a killed Ray run's shards come before this run's own rows
+            self._skipped = self._all_skipped()
+            self._segments.extend(self._ordered_movable())
+            self._movable, self._part_skipped = [], {}
         if self._buffered:
             self._write_part()
         self._skipped.extend(self._buf_skipped)
@@ -339,16 +414,10 @@ class FeatureWriter:
         self._seq += 1
         n = self._buffered
         self.parts.mkdir(exist_ok=True)
-        nbytes = _size_bound(n, self.dim, self.dtype, self._buf_paths)
-        with _atomic_large_h5(self.parts / name, nbytes) as f:
-            # Piece by piece, so the buffer is never copied whole: memory stays one buffer.
-            feats = f.create_dataset(schema.FEATURES, shape=(n, self.dim), dtype=self.dtype)
-            start = 0
-            for piece in self._buf_features:
-                feats[start : start + len(piece)] = piece
-                start += len(piece)
-            f.create_dataset(schema.LABELS, data=np.concatenate(self._buf_labels))
-            f.create_dataset(schema.PATHS, data=np.array(self._buf_paths, dtype=object), dtype=_STR)
+        write_part_file(
+            self.parts / name, self._buf_features, np.concatenate(self._buf_labels),
+            self._buf_paths, dim=self.dim, dtype=self.dtype,
+        )
         self._segments.append({"file": f"{self.parts.name}/{name}", "rows": n, "source_rows": n})
         self._buf_features.clear()
         self._buf_labels.clear()
@@ -356,10 +425,45 @@ class FeatureWriter:
         self._buffered = 0
         self.n_added += n
 
-    def _write_index(self) -> None:
+    def add_part(
+        self, file: str, rows: int, first: str, skipped: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Commit a part written by someone else (a Ray actor's shard) and publish the index.
+
+        ``file`` is the part's name relative to the output's folder, ``rows`` its row count,
+        ``first`` the path of the first image it covers (row or skipped), which orders it among
+        this run's parts (see :meth:`order_parts`), and ``skipped`` the images it could not use.
+        """
+        self._movable.append({"file": file, "rows": rows, "source_rows": rows, "first": first})
+        self._part_skipped[file] = [(str(p), str(r)) for p, r in skipped]
+        self.n_added += rows
+        self.n_skipped += len(skipped)
+        self._changed = True
+        self._write_index()
+
+    def order_parts(self, position: Callable[[str], int]) -> None:
+        """Order parts added with :meth:`add_part` by ``position(first)`` (listing position
+        of their first image), whatever order they were committed in, so that their rows and
+        skipped entries come in listing order, as the local engine writes them."""
+        self._position = position
+
+    def _ordered_movable(self) -> list[dict[str, Any]]:
+        if self._position is None:
+            return list(self._movable)
+        return sorted(self._movable, key=lambda s: self._position(s["first"]))
+
+    def _all_segments(self) -> list[dict[str, Any]]:
+        return [*self._segments, *self._ordered_movable()]
+
+    def _all_skipped(self) -> list[tuple[str, str]]:
+        moved = [entry for s in self._ordered_movable() for entry in self._part_skipped[s["file"]]]
+        return [*self._skipped, *moved]
+
+    def _write_index(self, complete: bool = False) -> None:
         if self._base is not None:
             self._adopt_base()  # the index is about to replace the file the base rows are in
-        n = sum(s["rows"] for s in self._segments)
+        segments = self._all_segments()
+        n = sum(s["rows"] for s in segments)
         with _atomic_small_h5(self.path) as f:
             specs = (
                 (schema.FEATURES, (self.dim,), self.dtype, np.nan),
@@ -372,17 +476,19 @@ class FeatureWriter:
                     continue
                 layout = h5py.VirtualLayout(shape=(n, *tail), dtype=dtype)
                 start = 0
-                for s in self._segments:
+                for s in segments:
+                    if not s["rows"]:  # a shard whose images were all skipped
+                        continue
                     # Source names are relative: HDF5 resolves them against the index's folder.
                     source = h5py.VirtualSource(s["file"], name, shape=(s["source_rows"], *tail))
                     layout[start : start + s["rows"]] = source[: s["rows"]]
                     start += s["rows"]
                 # Rows of a missing part read as the fill value; the reader checks for that.
                 f.create_virtual_dataset(name, layout, fillvalue=fill)
-            self._write_common(f, self._skipped)
+            self._write_common(f, self._all_skipped())
             f.attrs[schema.ROWS_COMMITTED] = n
-            f.attrs[schema.COMPLETE] = False
-            f.attrs[schema.SEGMENTS] = json.dumps(self._segments)
+            f.attrs[schema.COMPLETE] = complete
+            f.attrs[schema.SEGMENTS] = json.dumps(segments)
         self.rows_written = n
 
     def _write_common(self, f: h5py.File, skipped: list[tuple[str, str]]) -> None:
@@ -404,18 +510,24 @@ class FeatureWriter:
 
     # -- finishing ---------------------------------------------------------------------
 
-    def finish(self, drop: Collection[str] = ()) -> int:
-        """Commit the buffer and write the finished, self-contained file.
+    def finish(self, drop: Collection[str] = (), merge: bool = True) -> int:
+        """Commit the buffer and write the finished file.
 
-        ``drop`` names paths whose rows (and skipped entries) are left out of it: images that
-        are no longer in the dataset. Returns how many rows and skipped entries were dropped.
+        With ``merge`` (the default) the finished file is self-contained: the parts are copied
+        into it and removed. Without it, the finished file stays an index of virtual datasets
+        over the parts (no copy: what the Ray engine publishes unless asked to merge); it must
+        then stay beside its ``.parts`` folder. ``drop`` names paths whose rows (and skipped
+        entries) are left out: images that are no longer in the dataset; dropping rows always
+        merges. Returns how many rows and skipped entries were dropped.
         """
         if self._closed:
             return 0
         self.flush()
         drop = set(drop)
         removed = 0
-        if self._changed or drop or self._segments:
+        if not merge and not drop and self._base is None:
+            self._write_index(complete=True)
+        elif self._changed or drop or self._segments or self._movable:
             removed = self._consolidate(drop)
         self._closed = True
         return removed
@@ -424,7 +536,9 @@ class FeatureWriter:
         if self._base is not None:  # a finished file that only gains skipped entries or loses rows
             sources = [(self.path, self._base["rows"])]
         else:
-            sources = [(self.path.parent / s["file"], s["rows"]) for s in self._segments]
+            sources = [(self.path.parent / s["file"], s["rows"]) for s in self._all_segments()]
+        self._skipped = self._all_skipped()
+        self._movable, self._part_skipped = [], {}
         keeps = []
         strings = [*self.label_names, *(text for entry in self._skipped for text in entry)]
         for src, rows in sources:

@@ -1,0 +1,214 @@
+"""The Ray engine: same file as the local engine, shards from two nodes, killed and resumed
+runs, and classify's search spread over Ray with the local search's results.
+
+Ray runs on a local instance of 2 CPUs (or a simulated two-node cluster of 1 CPU each), with
+real weights on small flowers17 subsets at small image sizes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, make_subset, run_module
+
+from extract.ray_engine import cut_shards, shard_nodes
+from features import FeatureFile
+
+CLASSES = ["bluebell", "buttercup", "coltsfoot"]
+HED = ("--weights", "hed-bsds500", "--image-size", "64", "--batch-size", "4", "-q")
+RAY = ("--engine", "ray", "--shard-size", "8")
+
+
+@pytest.fixture(scope="module")
+def ray_installed() -> None:
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("CI"):
+            pytest.fail('Ray is not installed, and CI must run the Ray tests: pip install -e ".[test,ray]"')
+        pytest.skip('needs the ray extra: pip install -e ".[ray]"')
+
+
+@pytest.fixture(scope="module")
+def data(flowers17, tmp_path_factory) -> Path:
+    """36 images of 3 classes, and one file that is not an image."""
+    root = make_subset(flowers17, tmp_path_factory.mktemp("ray") / "flowers", CLASSES, 12)
+    (root / "buttercup" / "not_an_image.jpg").write_bytes(b"no jpeg here")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local(data, tmp_path_factory) -> Path:
+    """The local engine's file, made by a process that must never import Ray."""
+    out = tmp_path_factory.mktemp("local") / "local.hdf5"
+    run_without_ray("extract", ["--dataset", str(data), "-o", str(out), *HED])
+    return out
+
+
+def run_without_ray(module: str, argv: list[str]) -> None:
+    """Run ``module``'s main on ``argv`` in a fresh process and check it never imported Ray."""
+    code = (
+        f"import sys; from {module}.__main__ import main; rc = main({argv!r}); "
+        f"assert 'ray' not in sys.modules, '{module} imported ray'; sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def read(path: Path) -> dict:
+    with FeatureFile(path) as ff:
+        return {
+            "features": ff.load_features(),
+            "labels": ff.labels,
+            "paths": ff.paths,
+            "label_names": ff.label_names,
+            "skipped": ff.skipped,
+            "attrs": ff.attrs,
+        }
+
+
+def assert_same_file(ray_out: Path, local_out: Path) -> None:
+    a, b = read(ray_out), read(local_out)
+    assert a["paths"] == b["paths"]  # same rows, same order
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+    assert a["label_names"] == b["label_names"]
+    assert a["skipped"] == b["skipped"] == [("buttercup/not_an_image.jpg", a["skipped"][0][1])]
+    assert a["features"].shape == b["features"].shape == (36, 2 * 2 * 512)
+    np.testing.assert_allclose(a["features"], b["features"], rtol=1e-5, atol=1e-5)
+    # Times differ; a Ray file is an index over its shards unless merged.
+    ignore = {"created", "updated", "segments"}
+    assert {k: v for k, v in a["attrs"].items() if k not in ignore} == {
+        k: v for k, v in b["attrs"].items() if k not in ignore
+    }
+
+
+def test_shards_are_runs_of_consecutive_images():
+    todo = np.array([0, 1, 2, 3, 4, 8, 9, 12])
+    assert [s.tolist() for s in cut_shards(todo, 2)] == [[0, 1], [2, 3], [4], [8, 9], [12]]
+    assert cut_shards(np.array([], dtype=int), 4) == []
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_ray_file_equals_the_local_engines(ray_installed, data, local, tmp_path, merge):
+    out = tmp_path / "ray.hdf5"
+    args = ["--dataset", data, "-o", out, *HED, *RAY, "--workers", "2"]
+    done = run_module("extract", *args, *(["--merge"] if merge else []), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 36 images, skipped 1" in done.stdout
+    assert_same_file(out, local)
+    with h5py.File(out, "r") as f:
+        assert f["features"].is_virtual is not merge
+    parts = sorted(p.name for p in (tmp_path / "ray.hdf5.parts").glob("*")) if not merge else []
+    assert (tmp_path / "ray.hdf5.parts").exists() is not merge
+    if not merge:  # 37 listed images in shards of 8: 5 shard files, all in the index
+        assert len(parts) == 5 and len(shard_nodes(out)) == 5
+    again = run_module("extract", *args, cwd=tmp_path)  # nothing to do, Ray not even started
+    assert again.returncode == 0 and "up to date" in again.stdout
+
+
+def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, local, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out = tmp_path / "two_nodes.hdf5"
+        # One CPU per actor: one actor per node. Decoding reserves no CPU, so it still runs.
+        done = run_module(
+            "extract", "--dataset", data, "-o", out, *HED, *RAY, "--workers", "2",
+            "--ray-address", cluster.address, cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "on 2 Ray nodes" in done.stdout
+        nodes = shard_nodes(out)
+        assert len(nodes) == 5 and len(set(nodes.values())) == 2
+        assert set(nodes.values()) <= {n.node_id for n in [cluster.head_node, *cluster.worker_nodes]}
+        assert_same_file(out, local)
+    finally:
+        cluster.shutdown()
+
+
+def test_an_actor_larger_than_any_node_is_refused_in_one_line(ray_installed, data, tmp_path):
+    done = run_module("extract", "--dataset", data, "-o", tmp_path / "f.hdf5", *HED, *RAY,
+                      "--cpus-per-worker", "64", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "extract: error: --cpus-per-worker 64 is more than any node of the cluster has"
+    ), done.stderr
+
+
+def shard_files(out: Path) -> dict[str, int]:
+    parts = out.with_name(out.name + ".parts")
+    found = {}
+    for p in parts.glob("shard-*.h5"):
+        try:
+            found[p.name] = p.stat().st_ino
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def test_killed_ray_run_resumes_without_recomputing_finished_shards(ray_installed, data, local, tmp_path):
+    out = tmp_path / "killed.hdf5"
+    # Shards of 4 images (10 of them), so that the kill lands between shards.
+    argv = [sys.executable, "-m", "extract", "--dataset", str(data), "-o", str(out), *HED,
+            "--engine", "ray", "--shard-size", "4", "--workers", "1"]
+    # Its own session, so that SIGKILL takes the driver and the Ray instance it started.
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while len(shard_files(out)) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no shard finished in 300 s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    finished = shard_files(out)
+    assert 2 <= len(finished) < 10, "the run was not killed in the middle"
+    rows_done = 0
+    for name in finished:
+        with h5py.File(tmp_path / "killed.hdf5.parts" / name, "r") as f:
+            rows_done += len(f["paths"])
+
+    done = run_module("extract", *argv[3:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {36 - rows_done} images" in done.stdout, done.stdout
+    # Every shard finished before the kill is in the file as it was: same file, not recomputed.
+    after = shard_files(out)
+    assert all(after.get(name) == inode for name, inode in finished.items())
+    assert set(finished) <= set(shard_nodes(out))
+    assert_same_file(out, local)
+
+
+def test_classify_on_ray_gives_the_local_search(ray_installed, local, tmp_path):
+    results = {}
+    for engine in ("local", "ray"):
+        done = run_module("classify", "--features", local, "--model", "logreg", "rf",
+                          "--engine", engine, "--json", tmp_path / f"{engine}.json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        results[engine] = [line for line in done.stdout.splitlines() if "search time" not in line]
+    assert results["ray"] == results["local"]  # the reports, word for word, but for timings
+    for model in ("logreg", "rf"):
+        a, b = (json.loads((tmp_path / f"{e}.{model}.json").read_text()) for e in ("local", "ray"))
+        assert a["best_params"] == b["best_params"]
+        assert a["accuracy"] == b["accuracy"]
+        assert [r["mean_test_score"] for r in a["cv_results"]] == [
+            r["mean_test_score"] for r in b["cv_results"]
+        ]
+        assert b["settings"]["engine"] == "ray"
+
+
+def test_classify_local_never_imports_ray(local):
+    run_without_ray("classify", ["--features", str(local)])
