@@ -30,6 +30,7 @@ import math
 import os
 import secrets
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -127,6 +128,12 @@ def connect(options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     address = options.address or os.environ.get("RAY_ADDRESS") or None
+    if address and (why := _unreachable(address)):
+        # ray.init would retry an unreachable address for minutes before giving up.
+        raise RayEngineError(
+            f"cannot reach the Ray cluster at {address} ({why}); is `ray start --head` running "
+            "there, and is the address its HOST:PORT?"
+        )
     env = {key: os.environ[key] for key in _WORKER_ENV if key in os.environ}
     kwargs: dict[str, Any] = dict(
         include_dashboard=False,
@@ -143,6 +150,21 @@ def connect(options: RayOptions) -> bool:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise RayEngineError(f"cannot start or join {where}: {str(exc).splitlines()[0]}") from None
     return True
+
+
+def _unreachable(address: str) -> str | None:
+    """Why no TCP connection opens to a cluster address (``HOST:PORT`` or ``ray://HOST:PORT``),
+    or None when one does (or the address is Ray's ``auto`` / ``local``)."""
+    if address in ("auto", "local"):
+        return None
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return "not HOST:PORT"
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
 
 
 def _quiet_data_context() -> None:

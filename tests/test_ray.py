@@ -146,6 +146,17 @@ def test_an_actor_larger_than_any_node_is_refused_in_one_line(ray_installed, dat
     ), done.stderr
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "no-port-here"])
+def test_an_unreachable_cluster_is_one_line_at_once(ray_installed, data, tmp_path, address):
+    done = run_module("extract", "--dataset", data, "-o", tmp_path / "f.hdf5", *HED, *RAY,
+                      "--ray-address", address, cwd=tmp_path, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"extract: error: cannot reach the Ray cluster at {address} ("
+    ), done.stderr
+    assert not (tmp_path / "f.hdf5").exists()
+
+
 def shard_files(out: Path) -> dict[str, int]:
     parts = out.with_name(out.name + ".parts")
     found = {}
