@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -53,6 +54,9 @@ from .sources import ImageListing
 #: Images per shard by default: a shard is the unit of work of one actor, of loss when a run is
 #: killed, and one part file (VGG16 flatten: 25 MB of features; 37 MB of decoded images in flight).
 DEFAULT_SHARD_SIZE = 256
+
+#: Seconds the actors have to start (be scheduled and load the model) before the run fails.
+ACTOR_START_TIMEOUT_S = 600
 
 # Environment of every Ray worker of a run: the Keras backend the driver uses, and quiet TF.
 _WORKER_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")
@@ -152,6 +156,20 @@ def connect(options: RayOptions) -> bool:
     return True
 
 
+def worker_error(exc: BaseException) -> str:
+    """``Type: message`` of the error a worker raised, from a Ray error that wraps it. Ray Data
+    keeps the original only as traceback text, innermost error first, so that text is read."""
+    for line in str(exc).splitlines():
+        found = _ERROR_LINE.match(line.strip())
+        if found and not found.group(1).startswith("ray."):
+            return f"{found.group(1).rsplit('.', 1)[-1]}: {found.group(2)[:300]}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
 def _unreachable(address: str) -> str | None:
     """Why no TCP connection opens to a cluster address (``HOST:PORT`` or ``ray://HOST:PORT``),
     or None when one does (or the address is Ray's ``auto`` / ``local``)."""
@@ -173,7 +191,12 @@ def _quiet_data_context() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one bar, in images
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Hand out shards only once every actor has loaded its model, so the first ones do not all
+    # go to whichever actor was ready first; a pool the cluster cannot hold fails after this
+    # wait instead of waiting forever.
+    ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    # Its "exception raised from a task" line would only repeat the one line the CLI prints.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
 def describe_backbone(spec: dict) -> dict:
@@ -405,14 +428,27 @@ def ray_extract(
                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
                 **resources,
             )
-            for row in ds.iter_rows():
-                entries = [tuple(e) for e in json.loads(row["skipped"])]
-                writer.add_part(row["file"], int(row["rows"]), row["first"], entries)
-                skipped.extend(entries)
-                nodes.add(row["node"])
-                bar.update(int(row["images"]))
-                if skipped:
-                    bar.set_postfix(skipped=len(skipped), refresh=False)
+            try:
+                for row in ds.iter_rows():
+                    entries = [tuple(e) for e in json.loads(row["skipped"])]
+                    writer.add_part(row["file"], int(row["rows"]), row["first"], entries)
+                    skipped.extend(entries)
+                    nodes.add(row["node"])
+                    bar.update(int(row["images"]))
+                    if skipped:
+                        bar.set_postfix(skipped=len(skipped), refresh=False)
+            except ray.exceptions.GetTimeoutError:
+                raise RayEngineError(
+                    f"the {size} backbone actors did not start within {ACTOR_START_TIMEOUT_S} s: "
+                    f"the cluster lacks the resources ({resources} each), or the model takes "
+                    "that long to load"
+                ) from None
+            except ray.exceptions.RayError as exc:
+                # A worker's exception (a full disk on the shared storage, say), as it was raised.
+                raise RayEngineError(
+                    f"a Ray worker failed ({worker_error(exc)}); finished shards are kept, run the "
+                    "same command again to continue"
+                ) from None
         pruned = writer.finish(drop=plan.gone if prune else (), merge=options.merge)
     skipped.sort(key=lambda entry: position.get(entry[0], -1))
     return ExtractSummary.of(writer, listing, skipped, started, pruned, nodes=len(nodes))

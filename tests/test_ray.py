@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import REPO, make_subset, run_module
 
-from extract.ray_engine import cut_shards, shard_nodes
+from extract.ray_engine import cut_shards, shard_nodes, worker_error
 from features import FeatureFile
 
 CLASSES = ["bluebell", "buttercup", "coltsfoot"]
@@ -94,6 +94,21 @@ def test_shards_are_runs_of_consecutive_images():
     todo = np.array([0, 1, 2, 3, 4, 8, 9, 12])
     assert [s.tolist() for s in cut_shards(todo, 2)] == [[0, 1], [2, 3], [4], [8, 9], [12]]
     assert cut_shards(np.array([], dtype=int), 4) == []
+
+
+def test_a_workers_error_is_named_from_rays_traceback_text():
+    # How Ray Data hands the driver an actor's OSError: the original only as traceback text.
+    text = (
+        "ray::MapWorker(MapBatches(ShardEmbedder)).submit()\n"
+        "  File \"features/writer.py\", line 132, in _reserve\n"
+        "FileNotFoundError: [Errno 2] No such file or directory: '/data/f.hdf5.parts/.shard-1'\n"
+        "The above exception was the direct cause of the following exception:\n"
+        "ray.exceptions.UserCodeException: UDF failed to process a data block.\n"
+    )
+    assert worker_error(RuntimeError(text)) == (
+        "FileNotFoundError: [Errno 2] No such file or directory: '/data/f.hdf5.parts/.shard-1'"
+    )
+    assert worker_error(ValueError("plain")) == "ValueError: plain"
 
 
 @pytest.mark.parametrize("merge", [False, True])
