@@ -193,15 +193,13 @@ def main(argv: list[str] | None = None) -> int:
 def _ray_backend(address: str | None):
     """joblib's Ray backend on the cluster at ``address`` (or a local instance), and what stops
     the instance when this process started it (else None)."""
-    import importlib.util
+    from extract.ray_engine import RayEngineError, RayOptions, connect, ray_available
 
-    if importlib.util.find_spec("ray") is None:
+    if not ray_available():
         raise RuntimeError('--engine ray needs Ray: pip install -e ".[ray]"')
     import joblib
     import ray
     from ray.util.joblib import register_ray
-
-    from extract.ray_engine import RayEngineError, RayOptions, connect
 
     try:
         started = connect(RayOptions(address=address))

@@ -44,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from features import FeatureFile, FeatureWriter, schema
-from features.reader import decode_strings
+from features.reader import decode_strings, plain_attr
 from features.writer import parts_dir, unpublished_shards
 
 from .pipeline import ExtractSummary, backbone_facts, decode_or_reason, provenance, run_attrs
@@ -341,6 +341,12 @@ def _pool(options: RayOptions) -> tuple[int, dict[str, float], int | None]:
     return size, {"num_cpus": need}, max(1, math.ceil(need))
 
 
+def listing_order(listing: ImageListing) -> Callable[[str], int]:
+    """Position of a path in ``listing`` (-1 for one no longer listed): the order of shards."""
+    position = {path: i for i, path in enumerate(listing.paths)}
+    return lambda path: position.get(path, -1)
+
+
 def shard_rows(listing: ImageListing, plan: Plan, shard_size: int, token: str) -> list[dict]:
     """One Ray Data row per shard: its paths and labels, as JSON."""
     rows = []
@@ -392,14 +398,14 @@ def ray_extract(
         provenance(facts, listing, dataset or listing.root.name, interpolation, dtype), plan
     )
     shard_size = -(-options.shard_size // batch_size) * batch_size
-    position = {path: i for i, path in enumerate(listing.paths)}
+    position = listing_order(listing)
     writer = FeatureWriter(
         output, dim=facts["dim"], label_names=plan.label_names, attrs=attrs, dtype=dtype,
         resume=plan.resume,
     )
     if not plan.resume:  # a new file, or --overwrite: no earlier shard may be adopted later
         shutil.rmtree(parts_dir(output), ignore_errors=True)
-    writer.order_parts(lambda path: position.get(path, -1))
+    writer.order_parts(position)
     parts_dir(output).mkdir(exist_ok=True)
     rows = shard_rows(listing, plan, shard_size, secrets.token_hex(4))
     skipped: list[tuple[str, str]] = []
@@ -450,7 +456,7 @@ def ray_extract(
                     "same command again to continue"
                 ) from None
         pruned = writer.finish(drop=plan.gone if prune else (), merge=options.merge)
-    skipped.sort(key=lambda entry: position.get(entry[0], -1))
+    skipped.sort(key=lambda entry: position(entry[0]))
     return ExtractSummary.of(writer, listing, skipped, started, pruned, nodes=len(nodes))
 
 
@@ -473,7 +479,6 @@ def adopt_unpublished(output: str | os.PathLike, listing: ImageListing) -> int:
         return 0
     existing.close()
     done = set(existing.paths or []) | {p for p, _ in existing.skipped}
-    position = {path: i for i, path in enumerate(listing.paths)}
     attrs = {k: v for k, v in existing.attrs.items() if k != schema.SEGMENTS}
     adopt = []
     for shard in shards:
@@ -485,11 +490,9 @@ def adopt_unpublished(output: str | os.PathLike, listing: ImageListing) -> int:
             done.update(info["paths"])
     if not adopt:
         return 0
-    with h5py.File(output, "r") as f:
-        dtype = str(f[schema.FEATURES].dtype)
     writer = FeatureWriter(output, dim=existing.dim, label_names=existing.label_names, attrs=attrs,
-                           dtype=dtype, resume=True)
-    writer.order_parts(lambda path: position.get(path, -1))
+                           dtype=existing.dtype, resume=True)
+    writer.order_parts(listing_order(listing))
     for info in adopt:
         writer.add_part(info["file"], info["rows"], info["first"], info["skipped"])
     writer.close(complete=False)
@@ -499,7 +502,7 @@ def adopt_unpublished(output: str | os.PathLike, listing: ImageListing) -> int:
 def _shard_info(shard: Path, existing: FeatureFile, done: set[str]) -> dict | None:
     try:
         with h5py.File(shard, "r") as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
             paths = decode_strings(f[schema.PATHS][()])
             labels = f[schema.LABELS][()]
             skipped = [tuple(decode_strings(r)) for r in f[schema.SKIPPED][()]]
@@ -534,7 +537,7 @@ def shard_nodes(output: str | os.PathLike) -> dict[str, str]:
         with h5py.File(output.parent / s["file"], "r") as part:
             node = part.attrs.get("node_id")
         if node is not None:
-            nodes[Path(s["file"]).name] = node.decode() if isinstance(node, bytes) else str(node)
+            nodes[Path(s["file"]).name] = str(plain_attr(node))
     return nodes
 
 

@@ -41,6 +41,8 @@ class FeatureFile:
     ----------
     n_rows, dim : int
         Number of usable rows and length of a feature vector.
+    dtype : str
+        Storage type of ``features`` (``float32`` or ``float16``).
     labels : ndarray of int32, shape (n_rows,)
     label_names : list of str
     paths : list of str or None
@@ -84,7 +86,7 @@ class FeatureFile:
                 f"{name}: not a feature file, missing {', '.join(missing)} "
                 f"(a feature file has {', '.join(schema.REQUIRED)})"
             )
-        self.attrs: dict[str, Any] = {k: _plain(v) for k, v in f.attrs.items()}
+        self.attrs: dict[str, Any] = {k: plain_attr(v) for k, v in f.attrs.items()}
         features, labels = f[schema.FEATURES], f[schema.LABELS]
         if features.ndim != 2:
             raise FeatureFileError(f"{name}: features must be 2-D (rows, dim), found shape {features.shape}")
@@ -109,6 +111,7 @@ class FeatureFile:
             )
         self.n_rows = int(committed)
         self.dim = int(features.shape[1])
+        self.dtype = str(features.dtype)
         self.label_names = decode_strings(f[schema.LABEL_NAMES][()])
         self.labels = labels[: self.n_rows].astype(np.int32)
         if self.n_rows and (self.labels.min() < 0 or self.labels.max() >= len(self.label_names)):
@@ -168,12 +171,12 @@ class FeatureFile:
         self.close()
 
 
-def _plain(value: Any) -> Any:
+def plain_attr(value: Any) -> Any:
     """HDF5 attribute values as plain Python ones (str, int, float, bool, list)."""
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [plain_attr(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
     return value

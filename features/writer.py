@@ -398,10 +398,7 @@ class FeatureWriter:
         """Commit what is buffered: a new part, then a new index that includes it."""
         if not (self._buffered or self._buf_skipped):
             return
-        if self._movable:  # a killed Ray run's shards come before this run's own rows
-            self._skipped = self._all_skipped()
-            self._segments.extend(self._ordered_movable())
-            self._movable, self._part_skipped = [], {}
+        self._settle_movable()  # a killed Ray run's shards come before this run's own rows
         if self._buffered:
             self._write_part()
         self._skipped.extend(self._buf_skipped)
@@ -451,6 +448,14 @@ class FeatureWriter:
         if self._position is None:
             return list(self._movable)
         return sorted(self._movable, key=lambda s: self._position(s["first"]))
+
+    def _settle_movable(self) -> None:
+        """Make the parts added with :meth:`add_part` ordinary segments, in their final order,
+        and their skipped entries ordinary ones: nothing is ordered after them any more."""
+        if self._movable:
+            self._skipped = self._all_skipped()
+            self._segments.extend(self._ordered_movable())
+            self._movable, self._part_skipped = [], {}
 
     def _all_segments(self) -> list[dict[str, Any]]:
         return [*self._segments, *self._ordered_movable()]
@@ -533,12 +538,11 @@ class FeatureWriter:
         return removed
 
     def _consolidate(self, drop: set[str]) -> int:
+        self._settle_movable()
         if self._base is not None:  # a finished file that only gains skipped entries or loses rows
             sources = [(self.path, self._base["rows"])]
         else:
-            sources = [(self.path.parent / s["file"], s["rows"]) for s in self._all_segments()]
-        self._skipped = self._all_skipped()
-        self._movable, self._part_skipped = [], {}
+            sources = [(self.path.parent / s["file"], s["rows"]) for s in self._segments]
         keeps = []
         strings = [*self.label_names, *(text for entry in self._skipped for text in entry)]
         for src, rows in sources:
