@@ -1,15 +1,27 @@
-"""Command line of stage 2: ``python -m classify --features FILE``."""
+"""Command line of stage 2: ``python -m classify --features FILE`` (and ``compare``, ``predict``).
+
+A thin shell over the library (:func:`classify.train_and_evaluate`, :func:`classify.compare`,
+:func:`classify.predict`): it turns text into values, prints what they return, and maps their
+exceptions to exit statuses (settings 2, other failures 1, Ctrl-C 130).
+"""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import sys
-from pathlib import Path
-from typing import Any
+import os
 
-from .models import MODELS, inner_parallel
+# Files only, no display: set before anything imports matplotlib (the library never picks a
+# backend, so a notebook keeps its inline one).
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import argparse  # noqa: E402 - after the backend is chosen
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+from .models import MODELS  # noqa: E402
+from .settings import ENGINES  # noqa: E402
 
 DESCRIPTION = """\
 Grid-search a classifier on a feature file written by `python -m extract`: a stratified,
@@ -36,38 +48,30 @@ With several models, --json and --save write one file per model, named <stem>.<m
 
 The test rows depend only on the labels, --test-size and --seed, and are saved with --json,
 so runs of different models are scored on the same images.
-Exit status: 0 done, 1 failure (message on stderr), 2 usage error.
+From Python: from classify import train_and_evaluate, compare, predict.
+Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupted.
+"""
+
+PREDICT_DESCRIPTION = """\
+Predict the class of new images with a model saved by `python -m classify --save M.joblib`.
+Prints (or writes with --output) a CSV: path, predicted class, its probability, and the top 3
+classes with theirs. Folders are searched for images recursively.
 """
 
 
-def fraction(text: str) -> float:
+# Text to values only: whether a value is allowed is the library's to say (classify.settings).
+def number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
-    return value
 
 
-def at_least_two(text: str) -> int:
+def whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2, got {value}")
-    return value
-
-
-def jobs_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value == 0 or value < -1:
-        raise argparse.ArgumentTypeError(f"must be -1 (all cores) or at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,28 +83,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--features", "-f", required=True, metavar="FILE",
                    help="feature file written by python -m extract")
-    p.add_argument("--model", "-m", nargs="+", default=["logreg"], choices=list(MODELS),
+    p.add_argument("--model", "-m", nargs="+", default=["logreg"], metavar="{" + ",".join(MODELS) + "}",
                    help="classifier(s) to search, on the same split; several end with a "
                         "side-by-side table (default: logreg)")
     p.add_argument("--grid", metavar="JSON",
                    help='parameter grid replacing the default, e.g. \'{"C": [0.01, 0.1, 1]}\'')
-    p.add_argument("--test-size", type=fraction, default=0.25, metavar="F",
+    p.add_argument("--test-size", type=number, default=0.25, metavar="F",
                    help="share of each class held out for the test report (default: 0.25)")
-    p.add_argument("--seed", type=int, default=42,
+    p.add_argument("--seed", type=whole, default=42,
                    help="seed of the split, the folds and the models (default: 42)")
-    p.add_argument("--folds", type=at_least_two, default=3, metavar="K",
+    p.add_argument("--folds", type=whole, default=3, metavar="K",
                    help="cross-validation folds on the training rows (default: 3)")
-    p.add_argument("--jobs", "-j", type=jobs_count, default=-1, metavar="N",
+    p.add_argument("--jobs", "-j", type=whole, default=-1, metavar="N",
                    help="parallel jobs; -1 uses every core (default: -1)")
     p.add_argument("--json", metavar="FILE", help="write metrics, best parameters, timings, "
                    "provenance and the test rows' indices as JSON")
     p.add_argument("--save", metavar="FILE", help="save the fitted best model with joblib")
     p.add_argument("--plots", metavar="DIR", help="write confusion_<model>.png per model and, with "
-                   "several models, precision.png (per-class precision side by side) into DIR")
+                   "several models, precision.png (per-class precision side by side) into DIR "
+                   "(created if need be)")
     p.add_argument("--allow-partial", action="store_true",
                    help="use the committed rows of a file whose extraction did not finish")
     p.add_argument("--verbose", "-v", action="count", default=0, help="show the search's progress")
-    p.add_argument("--engine", default="local", choices=("local", "ray"),
+    p.add_argument("--engine", default="local", metavar="{" + ",".join(ENGINES) + "}",
                    help="local: this machine's cores (default); ray: every cross-validation fit "
                         "is a Ray task (joblib's Ray backend), one core each, spread over the "
                         "cluster; same results (pip install -e .[ray])")
@@ -109,23 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_grid(text: str, parser: argparse.ArgumentParser, valid: set[str]) -> dict[str, list[Any]]:
+@contextlib.contextmanager
+def stderr_log() -> Iterator[None]:
+    """The ``classify`` logger's INFO lines on stderr as ``classify: <message>``, for one run."""
+    log = logging.getLogger("classify")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("classify: %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
-        grid = json.loads(text)
-    except json.JSONDecodeError as exc:
-        parser.error(f"--grid is not valid JSON: {exc}")
-    if not isinstance(grid, dict) or not grid:
-        parser.error('--grid must be a JSON object of parameter lists, e.g. \'{"C": [0.1, 1]}\'')
-    unknown = sorted(set(grid) - valid)
-    if unknown:
-        parser.error(f"--grid names unknown parameters: {', '.join(unknown)}")
-    return {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
-def suffixed(path: str, model: str, several: bool) -> Path:
-    """``path``, or with several models ``<stem>.<model><suffix>`` beside it."""
-    p = Path(path)
-    return p.with_name(f"{p.stem}.{model}{p.suffix}") if several else p
+def fail(prefix: str, message: str) -> int:
+    print(f"{prefix}: error: {message}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,148 +140,36 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["compare"]:
         return compare_main(argv[1:])
     if argv[:1] == ["predict"]:
-        from .predict import predict_main
-
         return predict_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    models = list(dict.fromkeys(args.model))  # in the order given, once each
-    several = len(models) > 1
-    if args.grid and several:
-        parser.error("--grid applies to one model; run the models one at a time to give each a grid")
-    estimators, grids = {}, {}
-    ray_engine = args.engine == "ray"
-    for name in models:
-        # On Ray the fits are spread one core each; locally, forests and boosting use every
-        # core inside one fit instead.
-        inner_jobs = (1 if ray_engine else args.jobs) if inner_parallel(name) else None
-        estimators[name] = MODELS[name].make(args.seed, inner_jobs)
-        grids[name] = (
-            parse_grid(args.grid, parser, set(estimators[name].get_params())) if args.grid
-            else MODELS[name].grid
-        )
 
-    from features import FeatureFile, FeatureFileError
+    from features import FeatureFileError
 
-    from .search import SplitError, stratified_split
+    from .api import train_and_evaluate
+    from .errors import ClassifyError, SettingsError
+    from .results import side_by_side_table
 
-    def fail(message: str) -> int:
-        print(f"classify: error: {message}", file=sys.stderr)
-        return 1
+    def show(result) -> None:
+        print(result.report, flush=True)  # searches are long: each report as soon as it is ready
 
     try:
-        with FeatureFile(args.features, allow_partial=args.allow_partial) as ff:
-            X = ff.load_features()
-            y, label_names, provenance = ff.labels, ff.label_names, ff.attrs
-    except FeatureFileError as exc:
-        return fail(str(exc))
-    try:
-        train, test = stratified_split(y, args.test_size, args.seed)
-    except SplitError as exc:
-        return fail(f"{args.features}: {exc}")
-    if args.plots and not Path(args.plots).is_dir():
-        return fail(f"{args.plots}: no such folder for --plots")
-    if ray_engine:
-        try:
-            backend, stop = _ray_backend(args.ray_address)
-        except RuntimeError as exc:
-            return fail(str(exc))
-    else:
-        backend, stop = contextlib.nullcontext(), None
-    try:
-        with backend:
-            return _search_all(args, models, estimators, grids, X, y, label_names, provenance,
-                               train, test, fail)
-    finally:
-        if stop is not None:
-            stop()
-
-
-def _ray_backend(address: str | None):
-    """joblib's Ray backend on the cluster at ``address`` (or a local instance), and what stops
-    the instance when this process started it (else None)."""
-    from extract.ray_engine import RayEngineError, RayOptions, connect, ray_available
-
-    if not ray_available():
-        raise RuntimeError('--engine ray needs Ray: pip install -e ".[ray]"')
-    import joblib
-    import ray
-    from ray.util.joblib import register_ray
-
-    try:
-        started = connect(RayOptions(address=address))
-    except RayEngineError as exc:
-        raise RuntimeError(str(exc)) from None
-    register_ray()
-    return joblib.parallel_backend("ray"), (ray.shutdown if started else None)
-
-
-def _search_all(args, models, estimators, grids, X, y, label_names, provenance, train, test, fail):
-    from .compare import side_by_side
-    from .report import json_report, per_class_report, text_report
-    from .search import SplitError, run_search
-
-    ray_engine = args.engine == "ray"
-    several = len(models) > 1
-    reports = {}
-    for name in models:
-        spec, grid = MODELS[name], grids[name]
-        print(
-            f"classify: {len(y)} rows, {X.shape[1]} features, {len(label_names)} classes; "
-            f"{len(train)} train / {len(test)} test; searching {name} over {json.dumps(grid)}",
-            file=sys.stderr,
-        )
-        # Models that are parallel inside one fit search their grid one fit at a time.
-        search_jobs = args.jobs if ray_engine or not inner_parallel(name) else 1
-        try:
-            result = run_search(
-                name, estimators[name], grid, X, y, train, test,
-                folds=args.folds, seed=args.seed, jobs=search_jobs, verbose=args.verbose,
-                row_space=spec.row_space, select=spec.select,
+        with stderr_log():
+            results = train_and_evaluate(
+                args.features, args.model, grid=args.grid, test_size=args.test_size,
+                seed=args.seed, folds=args.folds, jobs=args.jobs, allow_partial=args.allow_partial,
+                engine=args.engine, ray_address=args.ray_address, verbose=args.verbose,
+                json=args.json, save=args.save, plots=args.plots, on_result=show,
             )
-        except SplitError as exc:
-            return fail(f"{args.features}: {exc}")
-        print(text_report(result, y[test], label_names))
-        reports[name] = per_class_report(result, y[test], label_names)
-        if args.json:
-            settings = {
-                "model": name, "grid": grid, "test_size": args.test_size,
-                "seed": args.seed, "folds": args.folds, "jobs": args.jobs, "engine": args.engine,
-            }
-            data = json_report(
-                result, y[test], test, label_names,
-                features_path=args.features, provenance=provenance, settings=settings,
-            )
-            out = suffixed(args.json, name, several)
-            try:
-                out.write_text(json.dumps(data, indent=2, default=str) + "\n")
-            except OSError as exc:
-                return fail(f"{out}: cannot write ({exc.strerror or exc})")
-        if args.save:
-            import joblib
-
-            from .card import card_path, model_card
-
-            out = suffixed(args.save, name, several)
-            card = model_card(result, y[test], label_names, features_path=args.features,
-                              provenance=provenance)
-            try:
-                joblib.dump(result.estimator, out)
-                card_path(out).write_text(json.dumps(card, indent=2, default=str) + "\n")
-            except OSError as exc:
-                return fail(f"{out}: cannot write ({exc.strerror or exc})")
-        if args.plots:
-            from .plots import confusion_png
-
-            confusion_png(y[test], result.test_pred, label_names, Path(args.plots) / f"confusion_{name}.png",
-                          title=f"{name} on {Path(args.features).name}, normalised by true class")
-    if several:
-        print(f"side by side on the same {len(test)} test images (* best of the row):")
-        print(side_by_side(reports, label_names))
-        if args.plots:
-            from .plots import precision_png
-
-            precision_png(reports, label_names, Path(args.plots) / "precision.png")
+    except SettingsError as exc:
+        parser.error(str(exc))  # usage and the message; exits with 2
+    except (ClassifyError, FeatureFileError) as exc:
+        return fail("classify", str(exc))
+    except KeyboardInterrupt:
+        print("classify: interrupted", file=sys.stderr)
+        return 130
+    if len(results) > 1:
+        print(side_by_side_table(results))
     return 0
 
 
@@ -289,32 +184,75 @@ def compare_main(argv: list[str]) -> int:
     parser.add_argument("--force", action="store_true",
                         help="compare runs scored on different test rows or classes")
     parser.add_argument("--plots", metavar="DIR", help="write precision.png (per-class precision "
-                        "side by side) and confusion_<run>.png per run into DIR")
+                        "side by side) and confusion_<run>.png per run into DIR (created if need be)")
     args = parser.parse_args(argv)
-    if len(args.results) < 2:
-        parser.error("give at least two results to compare")
 
-    from .compare import CompareError, common_labels, load_runs, side_by_side
+    from .comparison import compare
+    from .errors import ClassifyError, SettingsError
 
     try:
-        runs = load_runs(args.results, force=args.force)
-    except CompareError as exc:
-        print(f"classify compare: error: {exc}", file=sys.stderr)
-        return 1
-    labels = common_labels(runs)
-    print(side_by_side({n: r["report"] for n, r in runs.items()}, labels, differences=True))
-    if args.plots:
-        from .plots import confusion_png, precision_png
+        comparison = compare(args.results, force=args.force)
+        print(comparison.table)
+        if args.plots:
+            comparison.write_plots(args.plots)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    except ClassifyError as exc:
+        return fail("classify compare", str(exc))
+    except KeyboardInterrupt:
+        print("classify compare: interrupted", file=sys.stderr)
+        return 130
+    return 0
 
-        folder = Path(args.plots)
-        if not folder.is_dir():
-            print(f"classify compare: error: {folder}: no such folder for --plots", file=sys.stderr)
-            return 1
-        precision_png({n: r["report"] for n, r in runs.items()}, labels, folder / "precision.png")
-        for name, run in runs.items():
-            if "test_labels" in run:
-                confusion_png(run["test_labels"], run["test_predictions"], run["label_names"],
-                              folder / f"confusion_{name}.png", title=name)
+
+def predict_main(argv: list[str]) -> int:
+    """``python -m classify predict --model M.joblib IMAGE_OR_FOLDER ...``"""
+    parser = argparse.ArgumentParser(prog="python -m classify predict", description=PREDICT_DESCRIPTION)
+    parser.add_argument("--model", required=True, metavar="M.joblib",
+                        help="a model saved with --save (its M.card.json must be beside it)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="the weights file the training features came from, when they came "
+                             "from a file that is no longer where extraction read it (imagenet "
+                             "and hed-bsds500 are found by name)")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write the CSV here (default: stdout)")
+    parser.add_argument("--batch-size", type=whole, default=32, metavar="N")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show TensorFlow's start-up lines (hidden by default, except unexpected ones)")
+    args = parser.parse_args(argv)
+
+    from extract.tf_logs import start_keras
+
+    from .errors import ClassifyError, SettingsError
+    from .prediction import iter_predictions, write_csv
+
+    if args.verbose:
+        start_keras(verbose=True)  # the library's own quiet start is then a no-op
+
+    prefix = "classify predict"
+    try:
+        predictions = iter_predictions(args.model, args.inputs, weights=args.weights,
+                                       batch_size=args.batch_size, progress=not args.quiet)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    except ClassifyError as exc:
+        return fail(prefix, str(exc))
+    except KeyboardInterrupt:  # while the model and its backbone load
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    try:
+        out = open(args.output, "w", newline="") if args.output else sys.stdout
+    except OSError as exc:
+        return fail(prefix, f"{args.output}: cannot write ({exc.strerror or exc})")
+    try:
+        write_csv(predictions, out)  # row by row, as each batch is done
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if out is not sys.stdout:
+            out.close()
     return 0
 
 

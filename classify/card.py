@@ -13,9 +13,11 @@ from sklearn.metrics import accuracy_score, f1_score
 from .search import SearchResult
 
 #: Feature-file attributes that ``predict`` must reproduce to extract comparable features.
+#: ``weights_path`` (where extraction read a weights file; absent in older files and for named
+#: weights) lets ``predict`` find that file again without ``--weights``.
 EXTRACTION_KEYS = (
-    "backbone", "weights", "weights_sha256", "layer", "pooling", "image_size", "interpolation",
-    "preprocessing", "precision", "dtype",
+    "backbone", "weights", "weights_sha256", "weights_path", "layer", "pooling", "image_size",
+    "interpolation", "preprocessing", "precision", "dtype",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,27 +11,56 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 
+from .errors import ClassifyError
 
-class SplitError(ValueError):
+
+class SplitError(ClassifyError, ValueError):
     """Labels that cannot be split as asked; the message is one line for the user."""
 
 
+def class_name(label: int, label_names: Sequence[str] | None) -> str:
+    """How errors name a class: ``'tulip'``, or its number in files without names."""
+    if label_names is not None and 0 <= label < len(label_names):
+        return repr(str(label_names[label]))
+    return str(label)
+
+
 def stratified_split(
-    labels: np.ndarray, test_size: float = 0.25, seed: int = 42
+    labels: np.ndarray,
+    test_size: float = 0.25,
+    seed: int = 42,
+    label_names: Sequence[str] | None = None,
+    *,
+    allow_trailing_empty: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of a stratified train / test split, each sorted.
 
     The same labels, ``test_size`` and ``seed`` always give the same split, so runs of
     different models (or of the same model on another day) are scored on the same rows.
+
+    With ``label_names``, errors name the class, and a named class without rows is refused too
+    (an empty class folder, or one whose every image was skipped), except, with
+    ``allow_trailing_empty``, the last classes of an unfinished file, which the extraction has
+    not reached yet (rows are written in class order).
     """
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
+    if label_names is not None:
+        present = set(classes.tolist())
+        last = int(classes.max()) if len(classes) else -1
+        for label in range(len(label_names)):
+            if label not in present and not (allow_trailing_empty and label > last):
+                raise SplitError(
+                    f"class {class_name(label, label_names)} has no rows; every class needs at "
+                    "least 2 to appear in both the training and the test rows"
+                )
     if len(classes) < 2:
         raise SplitError(f"only {len(classes)} class in the file; a classifier needs at least 2")
     if counts.min() < 2:
+        smallest = int(classes[counts.argmin()])
         raise SplitError(
-            f"class {int(classes[counts.argmin()])} has {counts.min()} row; every class needs "
-            "at least 2 to appear in both the training and the test rows"
+            f"class {class_name(smallest, label_names)} has {counts.min()} row; every class "
+            "needs at least 2 to appear in both the training and the test rows"
         )
     try:
         train, test = train_test_split(
@@ -73,6 +103,7 @@ def run_search(
     verbose: int = 0,
     row_space: bool = False,
     select: str = "accuracy",
+    label_names: Sequence[str] | None = None,
 ) -> SearchResult:
     """Grid-search ``estimator`` with stratified k-fold CV on the training rows only, refit
     the best parameters on all training rows, and predict the test rows.
@@ -88,11 +119,20 @@ def run_search(
     fold, has the same optimum as on the raw features: 1,020 coordinates instead of 25,088,
     computed once for all folds and candidates. The returned estimator is the PCA followed
     by the fitted model, so it takes raw features.
+
+    ``label_names`` name the class in the error for a class with fewer than 2 training rows.
     """
     y_train = y[train]
-    folds = min(folds, int(np.bincount(y_train).min()))
+    # Classes present in the training rows only: a class without rows (the unreached last
+    # classes of an unfinished file) has no fold to be in.
+    classes, counts = np.unique(y_train, return_counts=True)
+    folds = min(folds, int(counts.min()))
     if folds < 2:
-        raise SplitError("a class has fewer than 2 training rows; cross-validation needs 2 per class")
+        smallest = int(classes[counts.argmin()])
+        raise SplitError(
+            f"class {class_name(smallest, label_names)} has fewer than 2 training rows; "
+            "cross-validation needs 2 per class"
+        )
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     if select not in ("accuracy", "log_loss"):
         raise ValueError(f"select must be 'accuracy' or 'log_loss', got {select!r}")

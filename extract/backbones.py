@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ExtractError, SettingsError
+
 POOLINGS = ("flatten", "avg", "max")
 
 #: ``--precision`` choices: the Keras dtype policy each one builds the model under. Weights
@@ -40,7 +42,7 @@ PRECISIONS = {
 NAMED_WEIGHTS = ("imagenet", "hed-bsds500")
 
 
-class WeightsError(Exception):
+class WeightsError(ExtractError):
     """Weights that cannot be had or do not fit; the message is one line for the user."""
 
 
@@ -120,6 +122,7 @@ class LoadedBackbone:
     pooling: str
     image_size: int
     precision: str = "float32"
+    weights_path: str = ""  # the resolved weights file, when the weights came from a path
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Feature rows, float32 ``(n, dim)``, of uint8 RGB images ``(n, size, size, 3)``:
@@ -202,28 +205,26 @@ def load_backbone(
     """Build backbone ``name`` without its top and load ``weights`` into it.
 
     Raises :class:`WeightsError` when the weights cannot be had (ImageNet offline, a missing
-    file, a file that does not fit the backbone) and ``ValueError`` for arguments that make no
-    sense together.
+    file, a file that does not fit the backbone) and :class:`SettingsError` (a ``ValueError``)
+    for arguments that make no sense together.
+
+    Examples
+    --------
+    >>> loaded = load_backbone("vgg16", "hed-bsds500", pooling="avg", image_size=64)
+    >>> loaded.layer, loaded.dim
+    ('block5_pool', 512)
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    check_backbone_settings(name, weights, pooling, image_size, precision)
     backbone = BACKBONES[name]
     size = image_size or backbone.input_size
-    if size < 32:
-        raise ValueError(f"image size must be at least 32, got {size}")
-    if weights == "hed-bsds500" and name != "vgg16":
-        raise ValueError("--weights hed-bsds500 holds VGG16 layers; use it with --backbone vgg16")
     kwargs = dict(
         include_top=False,
         input_shape=(size, size, 3),
         pooling=None if pooling == "flatten" else pooling,
     )
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     build = _under_policy(backbone.constructor(), PRECISIONS[precision])
 
+    weights_path = ""
     if weights == "imagenet":
         try:
             model = build(weights="imagenet", **kwargs)
@@ -257,6 +258,7 @@ def load_backbone(
             ) from None
         sha = sha256_file(path)
         weights_id = path.name
+        weights_path = str(path.resolve())
     # The convolutional output the features come from (the layer before any pooling).
     layer = model.layers[-1 if pooling == "flatten" else -2].name
     return LoadedBackbone(
@@ -268,7 +270,26 @@ def load_backbone(
         pooling=pooling,
         image_size=size,
         precision=precision,
+        weights_path=weights_path,
     )
+
+
+def check_backbone_settings(
+    name: str, weights: str, pooling: str, image_size: int | None, precision: str
+) -> None:
+    """Raise :class:`SettingsError` for backbone settings that make no sense (alone or together)."""
+    if name not in BACKBONES:
+        raise SettingsError(f"unknown backbone (--backbone) {name!r}; choose from {', '.join(BACKBONES)}")
+    if pooling not in POOLINGS:
+        raise SettingsError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if image_size is not None and image_size < 32:
+        raise SettingsError(f"image_size (--image-size) must be at least 32, got {image_size}")
+    if weights == "hed-bsds500" and name != "vgg16":
+        raise SettingsError("--weights hed-bsds500 holds VGG16 layers; use it with --backbone vgg16")
+    if precision not in PRECISIONS:
+        raise SettingsError(
+            f"precision (--precision) must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
 
 
 def _under_policy(build: Callable[..., Any], policy: str) -> Callable[..., Any]:

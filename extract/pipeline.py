@@ -8,6 +8,7 @@ Rows reach the writer in listing order, so the file's row order does not depend 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 import features
 from features import FeatureWriter, schema
@@ -46,6 +47,7 @@ class ExtractSummary:
     rows: int = 0  # rows in the finished file, earlier runs' included
     pruned: int = 0  # rows and skipped entries removed because their images are gone
     nodes: int = 0  # Ray nodes whose actors wrote shards (0: the local engine)
+    up_to_date: bool = False  # nothing was to do: the file already held every image
 
     @property
     def images_per_second(self) -> float:
@@ -70,6 +72,9 @@ class ExtractSummary:
         )
 
     def line(self) -> str:
+        """The one-line summary ``python -m extract`` prints."""
+        if self.up_to_date:
+            return f"{self.output} is up to date: {self.rows} images done, nothing to extract"
         pruned = f", removed {self.pruned} gone" if self.pruned else ""
         nodes = f" on {self.nodes} Ray node{'s' if self.nodes > 1 else ''}" if self.nodes else ""
         return (
@@ -139,6 +144,8 @@ def backbone_facts(loaded: LoadedBackbone) -> dict:
         "layer": loaded.layer,
         "weights": loaded.weights,
         "weights_sha256": loaded.weights_sha256,
+        # Where the weights file was read, so that predict finds it while it stays there.
+        "weights_path": loaded.weights_path,
         "pooling": loaded.pooling,
         "image_size": loaded.image_size,
         "preprocessing": loaded.backbone.preprocessing,
@@ -160,6 +167,7 @@ def provenance(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": dataset,
         "dataset_root": str(listing.root.resolve()),
+        "excluded_classes": json.dumps(listing.excluded_classes),
         **{k: v for k, v in facts.items() if k != "dim"},
         "interpolation": interpolation,
         "dtype": dtype,

@@ -41,12 +41,13 @@ from typing import Any
 
 import h5py
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from features import FeatureFile, FeatureWriter, schema
 from features.reader import decode_strings, plain_attr
 from features.writer import parts_dir, unpublished_shards
 
+from .errors import ExtractError
 from .pipeline import ExtractSummary, backbone_facts, decode_or_reason, provenance, run_attrs
 from .plan import Plan
 from .sources import ImageListing
@@ -62,7 +63,7 @@ ACTOR_START_TIMEOUT_S = 600
 _WORKER_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")
 
 
-class RayEngineError(Exception):
+class RayEngineError(ExtractError):
     """A Ray setup problem; the message is one line for the user."""
 
 

@@ -2,7 +2,10 @@
 
     python scripts/download.py tf_flowers                 # into ./datasets/tf_flowers
     python scripts/download.py flowers17 --data-dir /data
+    python scripts/download.py caltech101                 # 101 classes, 8,677 images
 
+Class folders the registry excludes (Caltech-101's BACKGROUND_Google clutter, which is not a
+class of the published 101-class task) are left out unless --all-classes.
 Datasets without a direct download (animals, behind a Kaggle login) print where to get them.
 """
 
@@ -57,6 +60,16 @@ def sort_consecutive(folder: Path, classes: list[str], per_class: int) -> None:
         image.rename(target / image.name)
 
 
+def drop_excluded(folder: Path, entry: dict) -> list[str]:
+    """Remove the class folders ``entry`` excludes from the unpacked dataset ``folder``."""
+    dropped = []
+    for name in entry.get("exclude_classes", []):
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+            dropped.append(name)
+    return dropped
+
+
 def main() -> int:
     registry = json.loads(REGISTRY.read_text())
     parser = argparse.ArgumentParser(
@@ -64,6 +77,9 @@ def main() -> int:
     )
     parser.add_argument("dataset", choices=sorted(registry))
     parser.add_argument("--data-dir", default="datasets", help="where datasets live (default: ./datasets)")
+    parser.add_argument("--all-classes", action="store_true",
+                        help="keep class folders the registry excludes "
+                             "(e.g. Caltech-101's BACKGROUND_Google)")
     args = parser.parse_args()
 
     entry = registry[args.dataset]
@@ -87,6 +103,10 @@ def main() -> int:
         source = source / entry.get("root", "")
         if entry.get("consecutive_classes"):  # one flat folder, classes by file number
             sort_consecutive(source, entry["consecutive_classes"], entry["images_per_class"])
+        if not args.all_classes:
+            for name in drop_excluded(source, entry):
+                print(f"left out {name} (not a class of the {args.dataset} task; --all-classes keeps it)",
+                      file=sys.stderr)
         shutil.move(str(source), target)
     classes = [p for p in target.iterdir() if p.is_dir()]
     images = sum(1 for c in classes for p in c.rglob("*") if p.is_file())

@@ -40,11 +40,48 @@ def test_split_is_stratified_and_reproducible():
 
 @pytest.mark.parametrize(
     "labels, message",
-    [(np.zeros(10, dtype=int), "only 1 class"), (np.array([0, 0, 0, 1]), "has 1 row")],
+    [(np.zeros(10, dtype=int), "only 1 class"), (np.array([0, 0, 0, 1]), "class 1 has 1 row")],
 )
 def test_split_refuses_labels_it_cannot_split(labels, message):
     with pytest.raises(SplitError, match=message):
         stratified_split(labels)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([0, 0, 0, 1, 2, 2], "class 'bee' has 1 row; every class needs at least 2"),
+        ([0, 0, 2, 2], "class 'bee' has no rows; every class needs at least 2"),  # an empty folder
+        ([0, 0, 1, 1], "class 'cow' has no rows; every class needs at least 2"),
+    ],
+)
+def test_split_errors_name_the_class(labels, message):
+    with pytest.raises(SplitError) as caught:
+        stratified_split(np.array(labels), label_names=["ant", "bee", "cow"])
+    assert str(caught.value) == message + " to appear in both the training and the test rows"
+
+
+def test_split_of_an_unfinished_file_leaves_out_the_classes_not_reached_yet():
+    labels = np.repeat([0, 1], 4)  # rows are written in class order: 'cow' not reached yet
+    train, test = stratified_split(labels, 0.5, 0, ["ant", "bee", "cow"], allow_trailing_empty=True)
+    assert sorted(labels[test].tolist()) == [0, 0, 1, 1] and len(train) == 4
+    with pytest.raises(SplitError, match="class 'bee' has no rows"):  # not trailing: an empty class
+        stratified_split(np.repeat([0, 2], 4), 0.5, 0, ["ant", "bee", "cow"], allow_trailing_empty=True)
+
+
+def test_search_error_names_the_class_with_too_few_training_rows():
+    from classify.models import MODELS
+    from classify.search import run_search
+
+    y = np.array([0] * 6 + [1] * 6 + [2] * 2)
+    X = np.random.default_rng(0).normal(size=(len(y), 3))
+    train, test = np.arange(13), np.array([13])  # 'cow' keeps 1 training row
+    with pytest.raises(SplitError) as caught:
+        run_search("logreg", MODELS["logreg"].make(0, None), {"C": [1.0]}, X, y, train, test,
+                   label_names=["ant", "bee", "cow"])
+    assert str(caught.value) == (
+        "class 'cow' has fewer than 2 training rows; cross-validation needs 2 per class"
+    )
 
 
 def test_cli_report_json_and_saved_model(tmp_path):
@@ -94,7 +131,9 @@ def test_xgboost_search_runs(tmp_path):
     "args, message",
     [
         ([], "the following arguments are required: --features"),
-        (["-f", "x.hdf5", "--model", "svm"], "invalid choice: 'svm'"),
+        (["-f", "x.hdf5", "--model", "svm"], "unknown model (--model) 'svm'; choose from logreg, rf, xgb"),
+        (["-f", "x.hdf5", "--engine", "spark"], "engine (--engine) must be one of local, ray, got 'spark'"),
+        (["-f", "x.hdf5", "--test-size", "a"], "argument --test-size: not a number: 'a'"),
         (["-f", "x.hdf5", "--test-size", "1.5"], "must lie strictly between 0 and 1"),
         (["-f", "x.hdf5", "--folds", "1"], "must be at least 2"),
         (["-f", "x.hdf5", "--grid", "{C: 1}"], "--grid is not valid JSON"),
@@ -138,6 +177,12 @@ def _partial(path):
     w.close(complete=False)
 
 
+def _empty_class(path):
+    """A class folder without images (or whose every image was skipped): a name without rows."""
+    with FeatureWriter(path, dim=2, label_names=["ant", "bee", "cow"], attrs={}) as w:
+        w.add(np.arange(16.0).reshape(8, 2), [0] * 4 + [2] * 4, list("abcdefgh"))
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -147,7 +192,8 @@ def _partial(path):
         (_truncated, "truncated or corrupt"),
         (_partial, "extraction did not finish"),
         (_one_class, "only 1 class"),
-        (lambda p: blobs_file(p, per_class=(20, 1)), "has 1 row"),
+        (lambda p: blobs_file(p, per_class=(20, 1)), "class 'bee' has 1 row; every class needs"),
+        (_empty_class, "class 'bee' has no rows; every class needs"),
     ],
 )
 def test_bad_feature_files_give_one_line_and_exit_1(tmp_path, make, message):

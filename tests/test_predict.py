@@ -48,6 +48,7 @@ def test_predict_gives_the_labels_of_the_stored_features(trained, tmp_path):
     out = tmp_path / "pred.csv"
     result = run_module("classify", "predict", "--model", model, data, "--output", out, "-q")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # no TensorFlow start-up lines, no bar with -q
     rows = list(csv.DictReader(out.open()))
     with FeatureFile(features) as ff:
         X, paths = ff.load_features(), ff.paths
@@ -98,8 +99,6 @@ def test_predict_refuses_features_from_other_weights(flowers17, mobilenetv2_noto
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]  # TensorFlow's start-up lines come before
     assert last.startswith("classify predict: error: ") and last.endswith("features would not match")
-    result = run_module("classify", "predict", "--model", model, data, "-q")
-    assert result.returncode == 1 and "pass --weights PATH" in result.stderr
     # VGG16 weights for a MobileNetV2 model: another backbone's features.
     result = run_module("classify", "predict", "--model", model, data, "--weights", "hed-bsds500", "-q")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -113,8 +112,7 @@ def test_plots_are_valid_images(tmp_path):
 
     features = tmp_path / "blobs.hdf5"
     blobs_file(features, spread=1.0)
-    plots = tmp_path / "plots"
-    plots.mkdir()
+    plots = tmp_path / "new" / "plots"  # not there yet: created, with its parent
     result = run_module("classify", "-f", features, "-m", "logreg", "rf", "--plots", plots,
                         "--json", tmp_path / "r.json", "-j", "1")
     assert result.returncode == 0, result.stderr
@@ -126,7 +124,6 @@ def test_plots_are_valid_images(tmp_path):
     with Image.open(plots / "confusion_logreg.png") as img:
         assert img.size == (600, 600)  # 6 x 6 inches at 100 dpi for 3 classes
     again = tmp_path / "again"
-    again.mkdir()
     result = run_module("classify", "compare", tmp_path / "r.logreg.json", tmp_path / "r.rf.json",
                         "--plots", again)
     assert result.returncode == 0, result.stderr
@@ -142,3 +139,72 @@ def test_confusion_matrix_of_101_classes_is_readable(tmp_path):
     path = confusion_png(y, np.roll(y, 1), names, tmp_path / "cm.png")
     with Image.open(path) as img:
         assert img.size[0] >= 2400  # about 0.22 inch, 22 pixels, per class
+
+
+def test_plots_folder_that_cannot_be_made_is_one_line(tmp_path):
+    from test_classify import blobs_file
+
+    features = tmp_path / "blobs.hdf5"
+    blobs_file(features)
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    result = run_module("classify", "-f", features, "--plots", taken / "plots", "-j", "1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"classify: error: {taken / 'plots'}: cannot create the folder for --plots (Not a directory)"
+    )
+
+
+def test_predict_finds_the_weights_file_where_extraction_read_it(flowers17, mobilenetv2_notop, tmp_path):
+    """A model trained on features from a weights file needs no --weights while the file is
+    where extraction read it, unchanged; moved or changed, predict asks for --weights in one line."""
+    import shutil
+
+    from classify import PredictError, predict
+
+    weights = tmp_path / "models" / "mnv2.weights.h5"
+    weights.parent.mkdir()
+    shutil.copy(mobilenetv2_notop, weights)
+    data = make_subset(flowers17, tmp_path / "f17", CLASSES[:2], per_class=4)
+    features, model = tmp_path / "mn.hdf5", tmp_path / "mn.joblib"
+    done = run_module("extract", "--dataset", data, "-o", features, "--weights", weights,
+                      "--backbone", "mobilenetv2", "--pooling", "avg", *EXTRACT)
+    assert done.returncode == 0, done.stderr
+    with FeatureFile(features) as ff:
+        assert ff.attrs["weights_path"] == str(weights.resolve())  # recorded by extract
+    done = run_module("classify", "-f", features, "--save", model, "--grid", '{"C": [1]}', "-j", "1")
+    assert done.returncode == 0, done.stderr
+    card_file = model.with_name("mn.card.json")
+    assert json.loads(card_file.read_text())["extraction"]["weights_path"] == str(weights.resolve())
+
+    done = run_module("classify", "predict", "--model", model, data, "-q")  # no --weights
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 8 and all(row["predicted"] in CLASSES[:2] for row in rows)
+
+    moved = tmp_path / "elsewhere.weights.h5"
+    weights.rename(moved)
+    done = run_module("classify", "predict", "--model", model, data, "-q")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"classify predict: error: {model}: trained on features from the weights file "
+        f"{weights.resolve()}, which is no longer there (moved or deleted); pass --weights PATH "
+        "to that file"
+    )
+    with pytest.raises(PredictError, match="which is no longer there"):
+        predict(model, data, progress=False)
+    assert len(predict(model, data, weights=moved, progress=False)) == 8
+
+    weights.write_bytes(moved.read_bytes() + b"\0")  # back, but not the same file
+    with pytest.raises(PredictError, match=r"which has changed since \(other SHA-256\); pass --weights PATH"):
+        predict(model, data, progress=False)
+
+    card = json.loads(card_file.read_text())  # a model trained on a file from before the path was recorded
+    del card["extraction"]["weights_path"]
+    card_file.write_text(json.dumps(card))
+    with pytest.raises(PredictError) as caught:
+        predict(model, data, progress=False)
+    assert str(caught.value) == (
+        f"{model}: trained on features from the weights file mnv2.weights.h5; pass --weights PATH "
+        "to that file"
+    )

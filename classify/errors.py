@@ -1,0 +1,23 @@
+"""The exceptions of stage 2: each message is the one line the command line prints."""
+
+from __future__ import annotations
+
+
+class ClassifyError(Exception):
+    """A run of stage 2 that cannot go on; ``str(exc)`` is one line naming the file or setting
+    and the fix.
+
+    ``python -m classify`` prints it after ``classify: error:`` and exits with status 1.
+    Feature files that cannot be used raise :class:`features.FeatureFileError` instead (also
+    status 1).
+    """
+
+
+class SettingsError(ClassifyError, ValueError):
+    """Settings that make no sense (alone or together); ``python -m classify`` prints its usage
+    and the message, and exits with status 2."""
+
+
+def named(setting: str) -> str:
+    """A setting as both audiences know it: ``test_size (--test-size)``."""
+    return f"{setting} (--{setting.replace('_', '-')})"

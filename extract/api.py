@@ -1,0 +1,388 @@
+"""Stage 1 in one call: :func:`extract_features`, which ``python -m extract`` and notebooks use.
+
+It holds the whole orchestration of a run: the settings check, the dataset listing, the
+output lock, the comparison with an existing output (resume, extend, refuse), the plan, the
+engine, and the one-line errors. It prints nothing: lines for people go to the ``extract``
+logger (the command line shows INFO and up on stderr; a notebook shows warnings), progress
+to a ``tqdm.auto`` bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from features.schema import FEATURE_DTYPES
+
+from .errors import ExtractError, ExtractInterrupted, SettingsError
+from .pipeline import ExtractSummary
+
+log = logging.getLogger("extract")
+
+
+def _named(setting: str) -> str:
+    """A setting as both audiences know it: ``batch_size (--batch-size)``."""
+    return f"{setting} (--{setting.replace('_', '-')})"
+
+#: ``engine=`` choices: this process, or a Ray cluster.
+ENGINES = ("local", "ray")
+
+
+def check_settings(
+    *,
+    backbone: str,
+    weights: str,
+    pooling: str,
+    image_size: int | None,
+    interpolation: str,
+    batch_size: int,
+    buffer_size: int,
+    dtype: str,
+    precision: str,
+    max_pixels: int | None,
+    engine: str,
+    workers: int | None,
+    cpus_per_worker: float,
+    shard_size: int,
+) -> None:
+    """Raise :class:`SettingsError` for any setting :func:`extract_features` cannot run with.
+
+    The one place these are checked: the command line's parser only turns text into values.
+    """
+    from .backbones import check_backbone_settings
+    from .images import INTERPOLATIONS
+
+    for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size),
+                        ("shard_size", shard_size), ("max_pixels", max_pixels), ("workers", workers),
+                        ("image_size", image_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise SettingsError(f"{_named(name)} must be a whole number of at least 1, got {value!r}")
+    check_backbone_settings(backbone, weights, pooling, image_size, precision)
+    if interpolation not in INTERPOLATIONS:
+        raise SettingsError(
+            f"{_named('interpolation')} must be one of {', '.join(sorted(INTERPOLATIONS))}, "
+            f"got {interpolation!r}"
+        )
+    if dtype not in FEATURE_DTYPES:
+        raise SettingsError(f"{_named('dtype')} must be one of {', '.join(FEATURE_DTYPES)}, got {dtype!r}")
+    if engine not in ENGINES:
+        raise SettingsError(f"{_named('engine')} must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if not cpus_per_worker > 0:
+        raise SettingsError(f"{_named('cpus_per_worker')} must be more than 0, got {cpus_per_worker}")
+    if cpus_per_worker > 1 and cpus_per_worker != int(cpus_per_worker):
+        raise SettingsError(
+            f"{_named('cpus_per_worker')}: Ray reserves whole CPUs above 1, got {cpus_per_worker}"
+        )
+
+
+def requested_settings(
+    backbone: str, weights: str, pooling: str, image_size: int | None, interpolation: str,
+    dtype: str, precision: str, dataset: str,
+) -> dict[str, Any]:
+    """The settings that decide feature values, as far as they are known before loading the
+    model (the weights' SHA-256 is None when the file is not there yet)."""
+    from .backbones import BACKBONES, weights_identity
+
+    weights_id, weights_sha = weights_identity(backbone, weights)
+    return {
+        "backbone": backbone,
+        "pooling": pooling,
+        "image_size": image_size or BACKBONES[backbone].input_size,
+        "interpolation": interpolation,
+        "preprocessing": BACKBONES[backbone].preprocessing,
+        "dtype": dtype,
+        "precision": precision,
+        "dataset": dataset,
+        "weights": weights_id,
+        "weights_sha256": weights_sha,
+    }
+
+
+def refusal(output: Path, changes: list[str]) -> str:
+    """The error for an output made with other settings."""
+    return (
+        f"{output} holds features made with other settings ({'; '.join(changes)}); "
+        "pass --overwrite (overwrite=True) to replace it, or choose another --output"
+    )
+
+
+def extract_features(
+    dataset: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+    backbone: str = "vgg16",
+    weights: str = "imagenet",
+    pooling: str = "flatten",
+    image_size: int | None = None,
+    interpolation: str = "nearest",
+    batch_size: int = 32,
+    buffer_size: int = 1000,
+    dtype: str = "float32",
+    precision: str = "float32",
+    max_pixels: int | None = None,
+    exclude_classes: Sequence[str] | None = None,
+    overwrite: bool = False,
+    prune: bool = False,
+    progress: bool = True,
+    verbose: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    cpus_per_worker: float = 1.0,
+    shard_size: int | None = None,
+    merge: bool = False,
+) -> ExtractSummary:
+    """Extract one feature vector per image of a class-per-folder dataset into an HDF5 file.
+
+    The same run as ``python -m extract``, with the same settings, defaults, checks and
+    engines: an existing output made with the same settings is continued (after a killed
+    run) or extended (new images or classes); one made with other settings is refused unless
+    ``overwrite``; nothing is recomputed when nothing changed.
+
+    Parameters
+    ----------
+    dataset : str or path
+        A dataset name in ``data_dir`` (e.g. ``"flowers17"``) or a folder path. Each immediate
+        sub-folder is a class; class folders without images are left out (and logged).
+    data_dir : path, optional
+        Folder holding datasets by name (default: ``$FEATUREBANK_DATA`` or ``./datasets``).
+    output : path, optional
+        The HDF5 file (default: ``<dataset folder name>.hdf5`` in the current directory).
+    backbone, weights, pooling, image_size, interpolation, precision
+        The model and how images reach it: see ``python -m extract --help``. ``weights`` is
+        ``"imagenet"``, ``"hed-bsds500"`` (VGG16 only) or a weights file's path.
+    batch_size, buffer_size, dtype, max_pixels
+        Images per backbone call, rows per commit, storage type, and the pixel limit past
+        which an image is skipped (default: Pillow's decompression-bomb limit).
+    exclude_classes : list of str, optional
+        Class folders to leave out, recorded in the file. ``None`` applies the dataset
+        registry's default (Caltech-101 leaves out ``BACKGROUND_Google``); ``[]`` keeps all.
+    overwrite, prune
+        Replace the output whatever it holds; drop rows of images no longer in the dataset.
+    progress, verbose
+        Show a progress bar (``tqdm.auto``: a widget in Jupyter); show TensorFlow's start-up
+        lines.
+    engine, ray_address, workers, cpus_per_worker, shard_size, merge
+        ``"ray"`` runs on a Ray cluster (see the README's "On a Ray cluster").
+
+    Returns
+    -------
+    ExtractSummary
+        ``.output``, ``.written`` (rows added), ``.skipped`` (``(path, reason)`` pairs),
+        ``.rows`` (rows in the file), ``.up_to_date``, ``.line()`` (the command's summary).
+
+    Raises
+    ------
+    SettingsError
+        A setting that makes no sense (a ``ValueError``; the command line exits with 2).
+    ExtractError
+        Anything else that stops the run, with the one line the command line prints.
+    ExtractInterrupted
+        A ``KeyboardInterrupt``: the rows committed so far stay; call again to continue.
+
+    Examples
+    --------
+    >>> from extract import extract_features
+    >>> summary = extract_features("flowers17", data_dir="../shared/datasets",
+    ...                            backbone="mobilenetv2", pooling="avg",
+    ...                            weights="mobilenetv2_1.0_224_imagenet_notop.weights.h5",
+    ...                            output="f17.hdf5")
+    >>> summary.written, len(summary.skipped)
+    (1360, 0)
+    >>> extract_features("flowers17", data_dir="../shared/datasets", backbone="mobilenetv2",
+    ...                  pooling="avg", weights="mobilenetv2_1.0_224_imagenet_notop.weights.h5",
+    ...                  output="f17.hdf5").up_to_date
+    True
+    """
+    from .ray_engine import DEFAULT_SHARD_SIZE
+
+    shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
+    weights = os.fspath(weights)
+    check_settings(
+        backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
+        interpolation=interpolation, batch_size=batch_size, buffer_size=buffer_size, dtype=dtype,
+        precision=precision, max_pixels=max_pixels, engine=engine, workers=workers,
+        cpus_per_worker=cpus_per_worker, shard_size=shard_size,
+    )
+    from PIL import Image
+
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    # Pillow's limit is process-wide state: changed for this call only, and put back after.
+    with warnings.catch_warnings():
+        # Images over the limit are skipped with a reason, so Pillow's warning says nothing new.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if max_pixels and pillow_limit and max_pixels > pillow_limit:
+            # Pillow refuses outright at twice its own limit; let a higher max_pixels decide.
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return _run(
+                os.fspath(dataset), data_dir, output, exclude_classes, overwrite, engine,
+                dict(backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
+                     precision=precision),
+                dict(prune=prune, batch_size=batch_size, dtype=dtype, interpolation=interpolation,
+                     max_pixels=max_pixels, progress=progress),
+                dict(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
+                     shard_size=shard_size, merge=merge),
+                buffer_size, verbose,
+            )
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _run(
+    dataset: str, data_dir, output, exclude_classes, overwrite: bool, engine: str,
+    model: dict, options: dict, ray: dict, buffer_size: int, verbose: bool,
+) -> ExtractSummary:
+    """:func:`extract_features` once its settings are checked."""
+    from features import FeatureFile, FeatureFileError
+    from features.lock import OutputLock, OutputLockedError
+    from features.writer import remove_stale
+
+    from .plan import plan_work, settings_changes
+    from .ray_engine import adopt_unpublished, ray_available
+    from .sources import list_images, registry_exclusions, resolve_dataset
+
+    root = resolve_dataset(dataset, data_dir)
+    if exclude_classes is None:
+        exclude_classes = registry_exclusions(root)
+        if exclude_classes:
+            log.info(f"leaving out {', '.join(exclude_classes)}: not a class of {root.name} in the "
+                     "registry (--exclude-class with no name keeps it)")
+    listing = list_images(root, exclude=list(exclude_classes))
+    if listing.empty_classes:
+        log.warning(f"warning: class folders without images, left out: {', '.join(listing.empty_classes)}")
+    name = Path(os.path.abspath(root)).name  # "." names the folder; links keep their own name
+    output = Path(output) if output is not None else Path(f"{name}.hdf5")
+    if not output.parent.is_dir():
+        raise ExtractError(f"{output}: its folder {output.parent} does not exist")
+    log.info(f"{len(listing)} images in {len(listing.class_names)} classes from {root}")
+    ray_engine = engine == "ray"
+    if ray_engine and not ray_available():
+        raise ExtractError('engine "ray" needs Ray Data: pip install -e ".[ray]"')
+
+    lock = OutputLock(output)
+    try:
+        lock.acquire()
+    except OutputLockedError as exc:
+        raise ExtractError(str(exc)) from None
+    except OSError as exc:
+        raise ExtractError(f"{output}: cannot create its lock file ({exc})") from None
+    try:
+        remove_stale(output, keep_shards=ray_engine and not overwrite)
+        if ray_engine and not overwrite and output.exists():
+            adopted = adopt_unpublished(output, listing)
+            if adopted:
+                log.info(f"committed {adopted} shards that a killed run had finished")
+        existing = None
+        if output.exists() and not overwrite:
+            try:
+                existing = FeatureFile(output, allow_partial=True)
+            except FeatureFileError as exc:
+                raise ExtractError(f"{exc}; pass --overwrite to replace it") from None
+            existing.close()
+            requested = requested_settings(
+                **model_settings(model), interpolation=options["interpolation"],
+                dtype=options["dtype"], dataset=name,
+            )
+            if changes := settings_changes(existing.attrs, requested):
+                raise ExtractError(refusal(output, changes))
+        plan = plan_work(listing, existing)
+        if plan.gone:
+            action = "removing them" if options["prune"] else "kept; --prune removes them"
+            log.info(f"{len(plan.gone)} images in {output} are no longer in the dataset ({action}), "
+                     f"e.g. {plan.gone[0]}")
+        if plan.up_to_date(options["prune"]):
+            return ExtractSummary(output=output, written=0, skipped=[], ignored=len(listing.ignored),
+                                  seconds=0.0, rows=plan.done, up_to_date=True)
+        if plan.resume and plan.done:
+            state = "finished" if plan.complete else "unfinished"
+            log.info(f"continuing the {state} {output}: {plan.done} images done, {len(plan.todo)} to go"
+                     + (f", new classes {', '.join(plan.new_classes)}" if plan.new_classes else ""))
+        run_options = dict(options, dataset=name)
+        if not len(plan.todo):
+            from .pipeline import finish_existing
+
+            return finish_existing(output, plan, prune=options["prune"],
+                                   merge=ray["merge"] or not ray_engine)
+        if ray_engine:
+            return _extract_on_ray(listing, output, plan, existing, model, run_options, ray)
+        return _extract_here(listing, output, plan, existing, model, run_options, buffer_size, verbose)
+    except KeyboardInterrupt:
+        raise ExtractInterrupted(
+            f"interrupted; rows committed so far stay in {output}, run the same command again "
+            "to continue"
+        ) from None
+    except OSError as exc:
+        raise ExtractError(
+            f"{output}: cannot write ({exc}); the rows committed so far are kept, run the same "
+            "command again to continue once the cause is fixed"
+        ) from None
+    finally:
+        lock.release()
+
+
+def model_settings(model: dict) -> dict:
+    """The backbone settings :func:`requested_settings` compares."""
+    return {k: model[k] for k in ("backbone", "weights", "pooling", "image_size", "precision")}
+
+
+def _describe(model: dict, facts: dict, where: str = "") -> None:
+    log.info(f"{model['backbone']} ({facts['weights']}, {facts['layer']}, {model['pooling']}, "
+             f"{model['precision']}) -> {facts['dim']} features per image{where}")
+
+
+def _same_weights(existing, output: Path, facts: dict) -> str | None:
+    """The refusal when a file being extended was made with other weights or another layer."""
+    from .plan import settings_changes
+
+    if existing is None:
+        return None
+    changes = settings_changes(
+        existing.attrs, {"layer": facts["layer"], "weights_sha256": facts["weights_sha256"]}
+    )
+    return refusal(output, changes) if changes else None
+
+
+def _extract_here(listing, output, plan, existing, model, options, buffer_size, verbose):
+    """The local engine's part of a run: load the backbone, check it against the file, extract."""
+    from .backbones import cpu_has_bf16, gpu_present, load_backbone
+    from .pipeline import backbone_facts, extract
+    from .tf_logs import start_keras
+
+    start_keras(verbose)
+    loaded = load_backbone(model["backbone"], model["weights"], model["pooling"], model["image_size"],
+                           model["precision"])
+    facts = backbone_facts(loaded)
+    _describe(model, facts)
+    if model["precision"] == "bf16" and not cpu_has_bf16() and not gpu_present():
+        log.warning("warning: this CPU has no bfloat16 instructions; bf16 will be slower than float32")
+    if message := _same_weights(existing, output, facts):
+        raise ExtractError(message)
+    return extract(listing, loaded, output, plan=plan, buffer_size=buffer_size, **options)
+
+
+def _extract_on_ray(listing, output, plan, existing, model, options, ray_settings):
+    """The Ray engine's part of a run: join or start Ray, extract, stop what it started."""
+    import ray
+
+    from .ray_engine import RayOptions, connect, ray_extract
+
+    ray_options = RayOptions(**ray_settings)
+
+    def check(facts: dict) -> str | None:
+        _describe(model, facts, ", on Ray")
+        return _same_weights(existing, output, facts)
+
+    started = connect(ray_options)
+    try:
+        spec = dict(name=model["backbone"], **{k: v for k, v in model.items() if k != "backbone"})
+        return ray_extract(listing, spec, output, plan=plan, options=ray_options, on_facts=check,
+                           **options)
+    finally:
+        if started:
+            ray.shutdown()
