@@ -175,8 +175,10 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
     else:
         wanted = recorded_weights_file(model_path, ext)
     try:
+        # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
         loaded = load_backbone(ext["backbone"], wanted, ext["pooling"], int(ext["image_size"]),
-                               ext.get("precision") or "float32")
+                               ext.get("precision") or "float32",
+                               layers=[ext["layer"]] if ext.get("layer") else None)
     except (WeightsError, ValueError) as exc:  # ValueError: weights of another backbone
         raise PredictError(f"{model_path}: {exc}") from None
     if loaded.weights_sha256 != ext.get("weights_sha256") or loaded.layer != ext.get("layer"):

@@ -9,7 +9,7 @@ import sys
 from features.schema import FEATURE_DTYPES
 
 from . import tf_logs  # noqa: F401 - sets TensorFlow's log level before anything imports it
-from .backbones import BACKBONES, POOLINGS, PRECISIONS
+from .backbones import POOLINGS, PRECISIONS, PREPROCESS_MODULES
 from .images import DEFAULT_MAX_PIXELS, INTERPOLATIONS
 from .ray_engine import DEFAULT_SHARD_SIZE
 from .sources import DATA_ENV
@@ -27,13 +27,18 @@ weights:
                 ImageNet VGG16 weights fine-tuned for edge detection (HED, BSDS500), not
                 ImageNet weights: they work offline, but give weaker features.
   PATH          a weights file for the backbone without its top, e.g.
-                mobilenetv2_1.0_224_imagenet_notop.weights.h5
+                mobilenetv2_1.0_224_imagenet_notop.weights.h5 (with its top for --layer
+                fc2, predictions, ...)
 
 examples:
   python -m extract --dataset animals
   python -m extract --dataset flowers17 --data-dir ../shared/datasets --weights hed-bsds500
   python -m extract --dataset ~/photos/birds --backbone mobilenetv2 \\
       --weights mobilenetv2_notop.weights.h5 --pooling avg
+  python -m extract --dataset flowers17 --weights hed-bsds500 --layer block4_pool block5_pool
+  python -m extract --dataset flowers17 --backbone vgg16 --layer fc2        # needs the top
+  python -m extract --dataset photos --backbone my_model.keras --preprocess resnet --layer embed
+  python -m extract --list-backbones
   python -m extract --dataset /mnt/shared/photos -o /mnt/shared/photos.hdf5 \\
       --engine ray --ray-address head-node:6379 --workers 4 --cpus-per-worker 14
 
@@ -41,7 +46,7 @@ Nothing is lost when a run stops: rows are committed every --buffer-size rows, a
 the same command again continues from the first image not committed. Run it again after
 adding images (or classes) and only those are extracted and appended; when nothing changed
 it says so and exits. An output made with other settings (backbone, weights, pooling, image
-size, interpolation, precision, dtype, dataset) is refused unless --overwrite.
+size, interpolation, precision, dtype, dataset, layer) is refused unless --overwrite.
 
 With --engine ray, shards replace --buffer-size as the unit of commit: a killed run keeps
 every finished shard, and the same command again commits those its driver had not.
@@ -75,14 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # Choices are kept for --help; the values are checked by the library (extract.api).
-    p.add_argument("--dataset", required=True, metavar="NAME|PATH",
+    p.add_argument("--list-backbones", action="store_true",
+                   help="print the table of backbones (input size, feature lengths, parameters, "
+                        "ImageNet accuracy, whether ImageNet weights are cached) and exit")
+    p.add_argument("--dataset", metavar="NAME|PATH",
                    help="a dataset name in the data folder (e.g. animals, flowers17) or a folder path")
     p.add_argument("--data-dir", metavar="DIR",
                    help=f"folder holding datasets by name (default: ${DATA_ENV} or ./datasets)")
     p.add_argument("--output", "-o", metavar="FILE",
                    help="output HDF5 file (default: <dataset>.hdf5 in the current directory)")
-    p.add_argument("--backbone", default="vgg16", choices=sorted(BACKBONES),
-                   help="pretrained CNN, used without its top (default: vgg16)")
+    p.add_argument("--backbone", default="vgg16", metavar="NAME|PATH.keras",
+                   help="one of the 40 keras.applications models (--list-backbones; default: vgg16), "
+                        "or a saved Keras model file with --preprocess")
+    p.add_argument("--layer", nargs="+", metavar="NAME",
+                   help="take features from these layers, by name (default: the last convolutional "
+                        "map, e.g. VGG16's block5_pool). Layers of the top (fc1, fc2, predictions) "
+                        "build the model with its top at its native size and need weights with the "
+                        "top. Several layers run in one pass and write <output stem>.<layer>.hdf5 each")
+    p.add_argument("--preprocess", choices=PREPROCESS_MODULES, metavar="MODULE|none",
+                   help="with --backbone PATH.keras: the keras.applications module whose "
+                        f"preprocess_input the model expects ({', '.join(PREPROCESS_MODULES)})")
     p.add_argument("--weights", default="imagenet", metavar="imagenet|hed-bsds500|PATH",
                    help="weights to load (default: imagenet; see below)")
     p.add_argument("--pooling", default="flatten", choices=POOLINGS,
@@ -145,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, call :func:`extract.extract_features`, print, map errors to exit codes."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_backbones:
+        from .backbone_table import backbone_table
+
+        print(backbone_table())
+        return 0
+    if not args.dataset:
+        parser.error("the following arguments are required: --dataset")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("extract: %(message)s"))
     log = logging.getLogger("extract")
@@ -159,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = extract_features(
             args.dataset, data_dir=args.data_dir, output=args.output, backbone=args.backbone,
-            weights=args.weights, pooling=args.pooling, image_size=args.image_size,
+            weights=args.weights, pooling=args.pooling, layers=args.layer, preprocess=args.preprocess,
+            image_size=args.image_size,
             interpolation=args.interpolation, batch_size=args.batch_size,
             buffer_size=args.buffer_size, dtype=args.dtype, precision=args.precision,
             max_pixels=args.max_pixels, exclude_classes=args.exclude_class,
@@ -178,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         log.removeHandler(handler)
-    for line in format_skipped(summary.skipped):
-        print(line, file=sys.stderr)
-    print(summary.line())
+    summaries = summary.values() if isinstance(summary, dict) else [summary]
+    for one in summaries:
+        for line in format_skipped(one.skipped):
+            print(line, file=sys.stderr)
+        print(one.line())
     return 0
 
 

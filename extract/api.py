@@ -9,6 +9,7 @@ to a ``tqdm.auto`` bar.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -48,12 +49,14 @@ def check_settings(
     workers: int | None,
     cpus_per_worker: float,
     shard_size: int,
+    layers: Sequence[str] | None = None,
+    preprocess: str | None = None,
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`extract_features` cannot run with.
 
     The one place these are checked: the command line's parser only turns text into values.
     """
-    from .backbones import check_backbone_settings
+    from .backbones import check_backbone_settings, is_saved_model
     from .images import INTERPOLATIONS
 
     for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size),
@@ -61,7 +64,18 @@ def check_settings(
                         ("image_size", image_size)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise SettingsError(f"{_named(name)} must be a whole number of at least 1, got {value!r}")
-    check_backbone_settings(backbone, weights, pooling, image_size, precision)
+    if layers is not None and (isinstance(layers, str) or not layers
+                               or not all(isinstance(layer, str) and layer for layer in layers)):
+        raise SettingsError(f"{_named('layers')} (--layer) must be a list of layer names, got {layers!r}")
+    check_backbone_settings(backbone, weights, pooling, image_size, precision, layers)
+    if preprocess is not None and not is_saved_model(backbone):
+        raise SettingsError(
+            f"{_named('preprocess')} is for a saved model (--backbone PATH.keras); {backbone} "
+            "uses its own preprocessing"
+        )
+    if engine == "ray" and layers is not None and len(layers) > 1:
+        raise SettingsError("several layers (--layer) in one pass run on the local engine; "
+                            "run the Ray engine once per layer")
     if interpolation not in INTERPOLATIONS:
         raise SettingsError(
             f"{_named('interpolation')} must be one of {', '.join(sorted(INTERPOLATIONS))}, "
@@ -80,20 +94,24 @@ def check_settings(
 
 
 def requested_settings(
-    backbone: str, weights: str, pooling: str, image_size: int | None, interpolation: str,
-    dtype: str, precision: str, dataset: str,
+    backbone: str, weights: str | None, pooling: str, image_size: int | None, interpolation: str,
+    dtype: str, precision: str, dataset: str, layer: str | None = None, preprocess: str | None = None,
 ) -> dict[str, Any]:
     """The settings that decide feature values, as far as they are known before loading the
-    model (the weights' SHA-256 is None when the file is not there yet)."""
-    from .backbones import BACKBONES, weights_identity
+    model (None where not known yet: the weights' SHA-256 of a file not there, a saved model's
+    input size and default layer)."""
+    from .backbones import BACKBONES, is_saved_model, recorded_preprocessing, weights_identity
 
-    weights_id, weights_sha = weights_identity(backbone, weights)
+    saved = is_saved_model(backbone)
+    entry = None if saved else BACKBONES[backbone]
+    weights_id, weights_sha = weights_identity(backbone, weights, [layer] if layer else None)
     return {
-        "backbone": backbone,
+        "backbone": Path(backbone).name if saved else backbone,
+        "layer": layer or (None if saved else entry.feature_layer),
         "pooling": pooling,
-        "image_size": image_size or BACKBONES[backbone].input_size,
+        "image_size": image_size or (None if saved else entry.input_size),
         "interpolation": interpolation,
-        "preprocessing": BACKBONES[backbone].preprocessing,
+        "preprocessing": recorded_preprocessing(backbone, preprocess),
         "dtype": dtype,
         "precision": precision,
         "dataset": dataset,
@@ -118,6 +136,8 @@ def extract_features(
     backbone: str = "vgg16",
     weights: str = "imagenet",
     pooling: str = "flatten",
+    layers: Sequence[str] | None = None,
+    preprocess: str | None = None,
     image_size: int | None = None,
     interpolation: str = "nearest",
     batch_size: int = 32,
@@ -136,7 +156,7 @@ def extract_features(
     cpus_per_worker: float = 1.0,
     shard_size: int | None = None,
     merge: bool = False,
-) -> ExtractSummary:
+) -> ExtractSummary | dict[str, ExtractSummary]:
     """Extract one feature vector per image of a class-per-folder dataset into an HDF5 file.
 
     The same run as ``python -m extract``, with the same settings, defaults, checks and
@@ -154,8 +174,18 @@ def extract_features(
     output : path, optional
         The HDF5 file (default: ``<dataset folder name>.hdf5`` in the current directory).
     backbone, weights, pooling, image_size, interpolation, precision
-        The model and how images reach it: see ``python -m extract --help``. ``weights`` is
-        ``"imagenet"``, ``"hed-bsds500"`` (VGG16 only) or a weights file's path.
+        The model and how images reach it: see ``python -m extract --help``. ``backbone`` is
+        a registry name (``python -m extract --list-backbones``) or a saved model's
+        ``PATH.keras``; ``weights`` is ``"imagenet"``, ``"hed-bsds500"`` (VGG16 only) or a
+        weights file's path.
+    layers : list of str, optional
+        Layers to take features from, by name (default: the backbone's last convolutional
+        map). Layers of the top (``fc2``, ``predictions``) build the model with its top at
+        its native size. Several layers run in one pass and write one file each,
+        ``<output stem>.<layer>.hdf5``.
+    preprocess : str, optional
+        For a saved model: the ``keras.applications`` module whose ``preprocess_input`` it
+        expects, or ``"none"``.
     batch_size, buffer_size, dtype, max_pixels
         Images per backbone call, rows per commit, storage type, and the pixel limit past
         which an image is skipped (default: Pillow's decompression-bomb limit).
@@ -172,7 +202,7 @@ def extract_features(
 
     Returns
     -------
-    ExtractSummary
+    ExtractSummary, or dict of layer name to ExtractSummary for several layers
         ``.output``, ``.written`` (rows added), ``.skipped`` (``(path, reason)`` pairs),
         ``.rows`` (rows in the file), ``.up_to_date``, ``.line()`` (the command's summary).
 
@@ -202,12 +232,14 @@ def extract_features(
     from .ray_engine import DEFAULT_SHARD_SIZE
 
     shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    weights = os.fspath(weights)
+    weights = os.fspath(weights) if weights is not None else None
+    backbone = os.fspath(backbone)
+    layers = [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None)
     check_settings(
         backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
         interpolation=interpolation, batch_size=batch_size, buffer_size=buffer_size, dtype=dtype,
         precision=precision, max_pixels=max_pixels, engine=engine, workers=workers,
-        cpus_per_worker=cpus_per_worker, shard_size=shard_size,
+        cpus_per_worker=cpus_per_worker, shard_size=shard_size, layers=layers, preprocess=preprocess,
     )
     from PIL import Image
 
@@ -223,7 +255,7 @@ def extract_features(
             return _run(
                 os.fspath(dataset), data_dir, output, exclude_classes, overwrite, engine,
                 dict(backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
-                     precision=precision),
+                     precision=precision, layers=layers, preprocess=preprocess),
                 dict(prune=prune, batch_size=batch_size, dtype=dtype, interpolation=interpolation,
                      max_pixels=max_pixels, progress=progress),
                 dict(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
@@ -234,17 +266,21 @@ def extract_features(
             Image.MAX_IMAGE_PIXELS = pillow_limit
 
 
+def layer_outputs(output: Path, layers: Sequence[str] | None) -> list[Path]:
+    """One output per layer: ``output`` itself for one layer, else ``<stem>.<layer><suffix>``."""
+    if not layers or len(layers) == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}.{layer}{output.suffix}") for layer in layers]
+
+
 def _run(
     dataset: str, data_dir, output, exclude_classes, overwrite: bool, engine: str,
     model: dict, options: dict, ray: dict, buffer_size: int, verbose: bool,
-) -> ExtractSummary:
+) -> ExtractSummary | dict[str, ExtractSummary]:
     """:func:`extract_features` once its settings are checked."""
-    from features import FeatureFile, FeatureFileError
     from features.lock import OutputLock, OutputLockedError
-    from features.writer import remove_stale
 
-    from .plan import plan_work, settings_changes
-    from .ray_engine import adopt_unpublished, ray_available
+    from .ray_engine import ray_available
     from .sources import list_images, registry_exclusions, resolve_dataset
 
     root = resolve_dataset(dataset, data_dir)
@@ -264,71 +300,107 @@ def _run(
     ray_engine = engine == "ray"
     if ray_engine and not ray_available():
         raise ExtractError('engine "ray" needs Ray Data: pip install -e ".[ray]"')
+    layers = model["layers"]
+    outputs = layer_outputs(output, layers)
 
-    lock = OutputLock(output)
-    try:
-        lock.acquire()
-    except OutputLockedError as exc:
-        raise ExtractError(str(exc)) from None
-    except OSError as exc:
-        raise ExtractError(f"{output}: cannot create its lock file ({exc})") from None
-    try:
-        remove_stale(output, keep_shards=ray_engine and not overwrite)
-        if ray_engine and not overwrite and output.exists():
-            adopted = adopt_unpublished(output, listing)
+    with contextlib.ExitStack() as locks:
+        for path in outputs:
+            lock = OutputLock(path)
+            try:
+                lock.acquire()
+            except OutputLockedError as exc:
+                raise ExtractError(str(exc)) from None
+            except OSError as exc:
+                raise ExtractError(f"{path}: cannot create its lock file ({exc})") from None
+            locks.callback(lock.release)
+        try:
+            summaries = _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, ray,
+                                    buffer_size, verbose)
+        except KeyboardInterrupt:
+            raise ExtractInterrupted(
+                f"interrupted; rows committed so far stay in {', '.join(map(str, outputs))}, run the "
+                "same command again to continue"
+            ) from None
+        except OSError as exc:
+            raise ExtractError(
+                f"{output}: cannot write ({exc}); the rows committed so far are kept, run the same "
+                "command again to continue once the cause is fixed"
+            ) from None
+    if not layers or len(layers) == 1:
+        return summaries[0]
+    return dict(zip(layers, summaries, strict=True))
+
+
+def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, ray, buffer_size, verbose):
+    """The part of a run that holds the outputs' locks: plan each output, then extract."""
+    from features import FeatureFile, FeatureFileError
+    from features.writer import remove_stale
+
+    from .pipeline import finish_existing
+    from .plan import plan_work, settings_changes
+    from .ray_engine import adopt_unpublished
+
+    layers = model["layers"] or [None]
+    plans, existing = [], []
+    for path, layer in zip(outputs, layers, strict=True):
+        remove_stale(path, keep_shards=ray_engine and not overwrite)
+        if ray_engine and not overwrite and path.exists():
+            adopted = adopt_unpublished(path, listing)
             if adopted:
                 log.info(f"committed {adopted} shards that a killed run had finished")
-        existing = None
-        if output.exists() and not overwrite:
+        found = None
+        if path.exists() and not overwrite:
             try:
-                existing = FeatureFile(output, allow_partial=True)
+                found = FeatureFile(path, allow_partial=True)
             except FeatureFileError as exc:
                 raise ExtractError(f"{exc}; pass --overwrite to replace it") from None
-            existing.close()
+            found.close()
             requested = requested_settings(
-                **model_settings(model), interpolation=options["interpolation"],
+                **model_settings(model), layer=layer, interpolation=options["interpolation"],
                 dtype=options["dtype"], dataset=name,
             )
-            if changes := settings_changes(existing.attrs, requested):
-                raise ExtractError(refusal(output, changes))
-        plan = plan_work(listing, existing)
+            if changes := settings_changes(found.attrs, requested):
+                raise ExtractError(refusal(path, changes))
+        plan = plan_work(listing, found)
         if plan.gone:
             action = "removing them" if options["prune"] else "kept; --prune removes them"
-            log.info(f"{len(plan.gone)} images in {output} are no longer in the dataset ({action}), "
+            log.info(f"{len(plan.gone)} images in {path} are no longer in the dataset ({action}), "
                      f"e.g. {plan.gone[0]}")
-        if plan.up_to_date(options["prune"]):
-            return ExtractSummary(output=output, written=0, skipped=[], ignored=len(listing.ignored),
-                                  seconds=0.0, rows=plan.done, up_to_date=True)
-        if plan.resume and plan.done:
+        if plan.resume and plan.done and not plan.up_to_date(options["prune"]):
             state = "finished" if plan.complete else "unfinished"
-            log.info(f"continuing the {state} {output}: {plan.done} images done, {len(plan.todo)} to go"
+            log.info(f"continuing the {state} {path}: {plan.done} images done, {len(plan.todo)} to go"
                      + (f", new classes {', '.join(plan.new_classes)}" if plan.new_classes else ""))
-        run_options = dict(options, dataset=name)
-        if not len(plan.todo):
-            from .pipeline import finish_existing
+        plans.append(plan)
+        existing.append(found)
 
-            return finish_existing(output, plan, prune=options["prune"],
-                                   merge=ray["merge"] or not ray_engine)
+    summaries: list[ExtractSummary | None] = [None] * len(outputs)
+    work = []
+    for k, (path, plan) in enumerate(zip(outputs, plans, strict=True)):
+        if plan.up_to_date(options["prune"]):
+            summaries[k] = ExtractSummary(output=path, written=0, skipped=[], ignored=len(listing.ignored),
+                                          seconds=0.0, rows=plan.done, up_to_date=True)
+        elif not len(plan.todo):
+            summaries[k] = finish_existing(path, plan, prune=options["prune"],
+                                           merge=ray["merge"] or not ray_engine)
+        else:
+            work.append(k)
+    if work:
+        run_options = dict(options, dataset=name)
+        chosen = dict(model, layers=[layers[k] for k in work] if model["layers"] else None)
+        targets = [(outputs[k], plans[k]) for k in work]
+        found = [existing[k] for k in work]
         if ray_engine:
-            return _extract_on_ray(listing, output, plan, existing, model, run_options, ray)
-        return _extract_here(listing, output, plan, existing, model, run_options, buffer_size, verbose)
-    except KeyboardInterrupt:
-        raise ExtractInterrupted(
-            f"interrupted; rows committed so far stay in {output}, run the same command again "
-            "to continue"
-        ) from None
-    except OSError as exc:
-        raise ExtractError(
-            f"{output}: cannot write ({exc}); the rows committed so far are kept, run the same "
-            "command again to continue once the cause is fixed"
-        ) from None
-    finally:
-        lock.release()
+            done = [_extract_on_ray(listing, *targets[0], found[0], chosen, run_options, ray)]
+        else:
+            done = _extract_here(listing, targets, found, chosen, run_options, buffer_size, verbose)
+        for k, summary in zip(work, done, strict=True):
+            summaries[k] = summary
+    return summaries
 
 
 def model_settings(model: dict) -> dict:
     """The backbone settings :func:`requested_settings` compares."""
-    return {k: model[k] for k in ("backbone", "weights", "pooling", "image_size", "precision")}
+    return {k: model[k] for k in ("backbone", "weights", "pooling", "image_size", "precision", "preprocess")}
 
 
 def _describe(model: dict, facts: dict, where: str = "") -> None:
@@ -348,22 +420,24 @@ def _same_weights(existing, output: Path, facts: dict) -> str | None:
     return refusal(output, changes) if changes else None
 
 
-def _extract_here(listing, output, plan, existing, model, options, buffer_size, verbose):
-    """The local engine's part of a run: load the backbone, check it against the file, extract."""
+def _extract_here(listing, targets, existing, model, options, buffer_size, verbose):
+    """The local engine's part of a run: load the backbone, check it against the files, extract
+    every layer in one pass."""
     from .backbones import cpu_has_bf16, gpu_present, load_backbone
-    from .pipeline import backbone_facts, extract
+    from .pipeline import backbone_facts, extract_layers
     from .tf_logs import start_keras
 
     start_keras(verbose)
     loaded = load_backbone(model["backbone"], model["weights"], model["pooling"], model["image_size"],
-                           model["precision"])
-    facts = backbone_facts(loaded)
-    _describe(model, facts)
+                           model["precision"], layers=model["layers"], preprocess=model["preprocess"])
+    for k, ((output, _), found) in enumerate(zip(targets, existing, strict=True)):
+        facts = backbone_facts(loaded, k)
+        _describe(model, facts)
+        if message := _same_weights(found, output, facts):
+            raise ExtractError(message)
     if model["precision"] == "bf16" and not cpu_has_bf16() and not gpu_present():
         log.warning("warning: this CPU has no bfloat16 instructions; bf16 will be slower than float32")
-    if message := _same_weights(existing, output, facts):
-        raise ExtractError(message)
-    return extract(listing, loaded, output, plan=plan, buffer_size=buffer_size, **options)
+    return extract_layers(listing, loaded, targets, buffer_size=buffer_size, **options)
 
 
 def _extract_on_ray(listing, output, plan, existing, model, options, ray_settings):

@@ -1,8 +1,10 @@
 """The registry of backbones and the weights they can be loaded with.
 
-A backbone is a ``keras.applications`` model without its classifier top, used with that
-model's own ``preprocess_input``. Adding one is one :class:`Backbone` entry in
-:data:`BACKBONES`.
+A backbone is a ``keras.applications`` model (any of the 40), used with that model's own
+``preprocess_input``, from its input up to one or more layers named in ``--layer`` (by default
+its last convolutional map, without the classifier top). Adding one is one entry of
+:data:`extract.zoo.ZOO`, which :data:`BACKBONES` is made from; a saved Keras model
+(``--backbone PATH.keras``) works too.
 
 Weights are named by one of:
 
@@ -13,7 +15,8 @@ Weights are named by one of:
     ImageNet VGG16 weights fine-tuned for edge detection on BSDS500 (HED, Xie and Tu 2015),
     not ImageNet weights: real VGG16 features that work offline, but weaker for classification.
 a path
-    A weights file for the chosen backbone without its top (``.weights.h5`` or legacy ``.h5``).
+    A weights file for the chosen backbone (``.weights.h5`` or legacy ``.h5``): without its top,
+    or with it for layers of the top.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ExtractError, SettingsError
+from .zoo import ZOO
 
 POOLINGS = ("flatten", "avg", "max")
 
@@ -48,7 +53,8 @@ class WeightsError(ExtractError):
 
 @dataclass(frozen=True)
 class Backbone:
-    """One entry of the registry.
+    """One entry of the registry: the data of one ``keras.applications`` model (see
+    :mod:`extract.zoo`, which holds the 40 entries and how each fact was found).
 
     Parameters
     ----------
@@ -57,21 +63,72 @@ class Backbone:
     application : str
         Constructor in ``keras.applications``, e.g. ``"VGG16"``.
     module : str
-        Its module in ``keras.applications``, which holds its ``preprocess_input``.
-    input_size : int
-        Side of the square input the ImageNet weights were trained at.
+        Its module in ``keras.applications``, which holds its ``preprocess_input`` and
+        ``decode_predictions``.
+    input_size, min_size : int
+        Side of the square input the ImageNet weights were trained at, and the smallest side
+        the architecture accepts without its top.
     preprocessing : str
-        What ``preprocess_input`` does, recorded in the output file.
-    imagenet_file : str
-        File name of the no-top ImageNet weights in Keras' cache.
+        What its preprocessing does, as recorded in feature files.
+    preprocess_in_model : bool
+        The model's own first layers normalise ``[0, 255]`` RGB (``preprocess_input`` is the
+        identity): EfficientNet, EfficientNetV2, ConvNeXt, MobileNetV3.
+    feature_layer : str
+        Name of the layer (or operation) whose output the features come from by default: the
+        last convolutional map. By name, never by position (ConvNeXt without its top ends in
+        an untrained LayerNormalization).
+    top_layers : tuple of str
+        Layers only the model with its top has; the last one gives the ImageNet class
+        probabilities.
+    flatten_dim, avg_dim : int
+        Feature length of ``feature_layer`` at ``input_size``, flattened and pooled.
+    imagenet_file, imagenet_top_file : str
+        File names of the ImageNet weights without and with the top in Keras' cache.
+    params, depth : int
+        Parameters of the model with its top; depth as Keras' applications table gives it.
+    top1, top5 : float
+        ImageNet validation accuracy as Keras' applications table gives it (None: not given).
+    imagenet_only_layers : tuple of str
+        Layers Keras adds only for ``weights="imagenet"`` (EfficientNet's variance rescaling).
     """
 
     name: str
     application: str
     module: str
     input_size: int
+    min_size: int
     preprocessing: str
+    preprocess_in_model: bool
+    feature_layer: str
+    top_layers: tuple[str, ...]
+    flatten_dim: int
+    avg_dim: int
     imagenet_file: str
+    imagenet_top_file: str
+    imagenet_url_base: str = ""
+    params: int = 0
+    depth: int | None = None
+    top1: float | None = None
+    top5: float | None = None
+    imagenet_only_layers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_zoo(cls, entry: dict[str, Any]) -> Backbone:
+        """An entry of :data:`extract.zoo.ZOO`, with the preprocessing described as files record it."""
+        module = entry["module"]
+        how = entry["preprocessing"]
+        recorded = (
+            f"{how.split(':')[0]} (keras.applications.{module}){how[len('in the model'):]}"
+            if entry["preprocess_in_model"]
+            else f"keras.applications.{module}.preprocess_input ({how})"
+        )
+        return cls(**{**entry, "preprocessing": recorded, "top_layers": tuple(entry["top_layers"]),
+                      "imagenet_only_layers": tuple(entry["imagenet_only_layers"])})
+
+    @property
+    def classifier_layer(self) -> str:
+        """The layer that gives the 1,000 ImageNet class probabilities."""
+        return self.top_layers[-1]
 
     def constructor(self) -> Callable[..., Any]:
         import keras
@@ -80,61 +137,72 @@ class Backbone:
 
     def preprocess_input(self, images: np.ndarray) -> np.ndarray:
         """The model's own input preprocessing, on float32 RGB images in [0, 255]."""
-        import keras
-
-        return getattr(keras.applications, self.module).preprocess_input(images)
+        return preprocess_function(self.module)(images)
 
 
-BACKBONES: dict[str, Backbone] = {
-    b.name: b
-    for b in (
-        Backbone(
-            name="vgg16",
-            application="VGG16",
-            module="vgg16",
-            input_size=224,
-            preprocessing=(
-                "keras.applications.vgg16.preprocess_input (caffe: RGB to BGR, ImageNet mean subtracted)"
-            ),
-            imagenet_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        ),
-        Backbone(
-            name="mobilenetv2",
-            application="MobileNetV2",
-            module="mobilenet_v2",
-            input_size=224,
-            preprocessing="keras.applications.mobilenet_v2.preprocess_input (tf: scaled to [-1, 1])",
-            imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        ),
-    )
-}
+def preprocess_function(module: str | None) -> Callable[[np.ndarray], np.ndarray]:
+    """``keras.applications.<module>.preprocess_input``, or the identity for ``None``/``"none"``."""
+    if module in (None, "none"):
+        return lambda images: images
+    import keras
+
+    return getattr(keras.applications, module).preprocess_input
+
+
+#: Every ``keras.applications`` model, by ``--backbone`` name.
+BACKBONES: dict[str, Backbone] = {entry["name"]: Backbone.from_zoo(entry) for entry in ZOO}
+
+#: ``--preprocess`` choices for a saved model of your own: the registry's preprocessing modules.
+PREPROCESS_MODULES = ("none", *sorted({b.module for b in BACKBONES.values()}))
 
 
 @dataclass(frozen=True)
 class LoadedBackbone:
-    """A built model ready for inference, with what identifies its weights."""
+    """A built model ready for inference, with what identifies its weights.
+
+    ``model`` has one output per layer of ``layers``, each already pooled (or flattened) as
+    ``pooling`` says; :meth:`embed_all` gives the rows of every layer from one run.
+    """
 
     backbone: Backbone
     model: Any  # keras.Model
     weights: str
     weights_sha256: str
-    layer: str
+    layers: tuple[str, ...]
     pooling: str
     image_size: int
     precision: str = "float32"
     weights_path: str = ""  # the resolved weights file, when the weights came from a path
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """Feature rows, float32 ``(n, dim)``, of uint8 RGB images ``(n, size, size, 3)``:
-        the backbone's own ``preprocess_input``, then the model."""
+    @property
+    def layer(self) -> str:
+        """The (first) layer the features come from."""
+        return self.layers[0]
+
+    def embed_all(self, images: np.ndarray) -> list[np.ndarray]:
+        """Feature rows, float32 ``(n, dim)``, of each layer, for uint8 RGB images
+        ``(n, size, size, 3)``: the backbone's own ``preprocess_input``, then one model run."""
         x = self.backbone.preprocess_input(np.asarray(images).astype(np.float32))
-        out = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
-        return out.reshape(len(out), -1)
+        outputs = self.model.predict_on_batch(x)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return [np.asarray(out, dtype=np.float32).reshape(len(out), -1) for out in outputs]
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Feature rows of the first layer (see :meth:`embed_all`)."""
+        return self.embed_all(images)[0]
+
+    @property
+    def dims(self) -> list[int]:
+        """Length of one feature vector of each layer."""
+        shapes = self.model.output_shape
+        shapes = shapes if isinstance(shapes, list) else [shapes]
+        return [int(np.prod(shape[1:])) for shape in shapes]
 
     @property
     def dim(self) -> int:
-        """Length of one feature vector."""
-        return int(np.prod(self.model.output_shape[1:]))
+        """Length of one feature vector (of the first layer)."""
+        return self.dims[0]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -165,11 +233,29 @@ def hed_weights_path() -> Path:
     return path
 
 
-def weights_identity(name: str, weights: str) -> tuple[str, str | None]:
+def is_saved_model(name: str) -> bool:
+    """True when ``--backbone`` names a saved Keras model file rather than a registry entry."""
+    return str(name).endswith(".keras")
+
+
+def needs_top(name: str, layers: Sequence[str] | None) -> bool:
+    """True when one of ``layers`` exists only in the model with its top."""
+    return not is_saved_model(name) and any(layer in BACKBONES[name].top_layers for layer in layers or ())
+
+
+def weights_identity(name: str, weights: str | None, layers: Sequence[str] | None = None
+                     ) -> tuple[str, str | None]:
     """The name and SHA-256 that :func:`load_backbone` will record for ``weights``, found
     without building the model (None where the file is not there yet)."""
+    if is_saved_model(name):
+        path = Path(name).expanduser()
+        return path.name, sha256_file(path) if path.is_file() else None
+    if weights is None:
+        return "none", "none"
     if weights == "imagenet":
-        cached = _keras_cache() / BACKBONES[name].imagenet_file
+        backbone = BACKBONES[name]
+        file = backbone.imagenet_top_file if needs_top(name, layers) else backbone.imagenet_file
+        cached = _keras_cache() / file
         return "imagenet", sha256_file(cached) if cached.is_file() else None
     if weights == "hed-bsds500":
         try:
@@ -197,12 +283,23 @@ def _load_hed_into(model: Any) -> None:
 
 def load_backbone(
     name: str,
-    weights: str = "imagenet",
+    weights: str | None = "imagenet",
     pooling: str = "flatten",
     image_size: int | None = None,
     precision: str = "float32",
+    layers: Sequence[str] | None = None,
+    preprocess: str | None = None,
 ) -> LoadedBackbone:
-    """Build backbone ``name`` without its top and load ``weights`` into it.
+    """Build backbone ``name``, load ``weights`` into it, and return a model whose outputs are
+    the features of ``layers`` (default: the entry's ``feature_layer``), pooled as ``pooling``.
+
+    ``name`` is a registry name or the path of a saved Keras model (``.keras``; then
+    ``preprocess`` names the ``keras.applications`` module whose ``preprocess_input`` it
+    expects, or ``"none"``, and ``weights`` is not used). Layers of the top (VGG16's ``fc2``,
+    every model's ``predictions``) build the model with its top, at its native input size,
+    and need weights that include it. ``weights`` is ``"imagenet"``, ``"hed-bsds500"``
+    (VGG16's convolutions), a weights file, or None (random, for architecture checks).
+    Pooling applies to feature maps; vector layers (``fc2``) are taken as they are.
 
     Raises :class:`WeightsError` when the weights cannot be had (ImageNet offline, a missing
     file, a file that does not fit the backbone) and :class:`SettingsError` (a ``ValueError``)
@@ -213,17 +310,20 @@ def load_backbone(
     >>> loaded = load_backbone("vgg16", "hed-bsds500", pooling="avg", image_size=64)
     >>> loaded.layer, loaded.dim
     ('block5_pool', 512)
+    >>> both = load_backbone("vgg16", "hed-bsds500", layers=["block4_pool", "block5_pool"])
+    >>> both.dims
+    [100352, 25088]
     """
-    check_backbone_settings(name, weights, pooling, image_size, precision)
+    if is_saved_model(name):
+        return _load_saved_model(name, pooling, image_size, precision, layers, preprocess)
+    check_backbone_settings(name, weights, pooling, image_size, precision, layers)
     backbone = BACKBONES[name]
+    layers = tuple(layers or (backbone.feature_layer,))
+    top = needs_top(name, layers)
     size = image_size or backbone.input_size
-    kwargs = dict(
-        include_top=False,
-        input_shape=(size, size, 3),
-        pooling=None if pooling == "flatten" else pooling,
-    )
+    kwargs = dict(include_top=top, input_shape=(size, size, 3))
+    _fresh_names()
     build = _under_policy(backbone.constructor(), PRECISIONS[precision])
-
     weights_path = ""
     if weights == "imagenet":
         try:
@@ -234,7 +334,7 @@ def load_backbone(
                 f"could not get the ImageNet weights for {name} ({first_line}); offline, use "
                 "--weights hed-bsds500 (VGG16 only) or --weights PATH to a weights file"
             ) from None
-        cached = _keras_cache() / backbone.imagenet_file
+        cached = _keras_cache() / (backbone.imagenet_top_file if top else backbone.imagenet_file)
         sha = sha256_file(cached) if cached.is_file() else "unknown"
         weights_id = "imagenet"
     elif weights == "hed-bsds500":
@@ -243,30 +343,33 @@ def load_backbone(
         _load_hed_into(model)
         sha = sha256_file(path)
         weights_id = "hed-bsds500"
+    elif weights is None:
+        model = build(weights=None, **kwargs)
+        sha = weights_id = "none"
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(
                 f"{weights}: no such weights file (choose imagenet, hed-bsds500, or a path)"
             )
-        model = build(weights=None, **kwargs)
         try:
-            model.load_weights(str(path))
+            model = _build_as_imagenet(build, path, kwargs)
         except Exception as exc:  # Keras raises ValueError, KeyError or OSError by file kind
+            kind = "with" if top else "without"
+            hint = (f"; {', '.join(layers)} need weights with the top, e.g. "
+                    f"{backbone.imagenet_top_file}") if top else ""
             raise WeightsError(
-                f"{path}: does not fit {name} without its top ({str(exc).splitlines()[0][:200]})"
+                f"{path}: does not fit {name} {kind} its top ({str(exc).splitlines()[0][:200]}){hint}"
             ) from None
         sha = sha256_file(path)
         weights_id = path.name
         weights_path = str(path.resolve())
-    # The convolutional output the features come from (the layer before any pooling).
-    layer = model.layers[-1 if pooling == "flatten" else -2].name
     return LoadedBackbone(
         backbone=backbone,
-        model=model,
+        model=_feature_model(model, layers, pooling, precision),
         weights=weights_id,
         weights_sha256=sha,
-        layer=layer,
+        layers=layers,
         pooling=pooling,
         image_size=size,
         precision=precision,
@@ -274,22 +377,153 @@ def load_backbone(
     )
 
 
-def check_backbone_settings(
-    name: str, weights: str, pooling: str, image_size: int | None, precision: str
-) -> None:
-    """Raise :class:`SettingsError` for backbone settings that make no sense (alone or together)."""
-    if name not in BACKBONES:
-        raise SettingsError(f"unknown backbone (--backbone) {name!r}; choose from {', '.join(BACKBONES)}")
+def _fresh_names() -> None:
+    """Reset Keras' automatic layer names, keeping the user's dtype policy.
+
+    Some entries' layers have only automatic names (MobileNetV3's last activation is
+    ``activation_17`` in a fresh session, ``activation_35`` after another copy was built), so
+    names are resolved as a fresh session gives them. Models built earlier stay usable.
+    """
+    import keras
+
+    policy = keras.mixed_precision.global_policy()
+    keras.backend.clear_session(free_memory=False)
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _build_as_imagenet(build: Callable[..., Any], path: Path, kwargs: dict[str, Any]) -> Any:
+    """Build the model exactly as Keras builds it for ``weights="imagenet"``, with ``path``
+    in place of the downloaded file.
+
+    Keras adds layers only on that path (EfficientNet's ``Rescaling`` by 1/sqrt(std), which its
+    weight files need: without it the inputs are off by about 2.1x per channel, silently), so
+    building with ``weights=None`` and loading the file would not compute what the same
+    weights compute as ``imagenet``. No public hook supplies the file, so Keras' download
+    function is pointed at it for the length of the build.
+    """
+    from keras.src.utils import file_utils
+
+    download = file_utils.get_file
+    file_utils.get_file = lambda *args, **kwargs: str(path)
+    try:
+        with warnings.catch_warnings():
+            # "Weights for input shape (224, 224) will be loaded": about Keras' files, not this one.
+            warnings.simplefilter("ignore", UserWarning)
+            return build(weights="imagenet", **kwargs)
+    finally:
+        file_utils.get_file = download
+
+
+def _layer_output(model: Any, name: str) -> Any:
+    """The symbolic output of the layer or operation called ``name`` (ConvNeXt's last stage
+    output is an ``Add`` operation, not a layer, so ``get_layer`` cannot find it)."""
+    for op in model.operations:
+        if op.name == name:
+            return op.output
+    raise SettingsError(
+        f"{model.name} has no layer {name!r} (--layer); its last layers are "
+        f"{', '.join(layer.name for layer in model.layers[-6:])}"
+    )
+
+
+def _feature_model(model: Any, layers: Sequence[str], pooling: str, precision: str) -> Any:
+    """A model from ``model``'s input to the (pooled) outputs of ``layers``."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(PRECISIONS[precision])  # pooling computes as the model does
+    try:
+        outputs = []
+        for name in layers:
+            out = _layer_output(model, name)
+            if len(out.shape) == 4 and pooling != "flatten":
+                pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+                out = pool[pooling](name=f"featurebank_{pooling}_{name}")(out)
+            outputs.append(out)
+        return keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0])
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _load_saved_model(path: str, pooling: str, image_size: int | None, precision: str,
+                      layers: Sequence[str] | None, preprocess: str | None) -> LoadedBackbone:
+    """:func:`load_backbone` for a saved Keras model file (``--backbone PATH.keras``)."""
+    import keras
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise WeightsError(f"{path}: no such Keras model file (--backbone PATH.keras)")
+    if preprocess is None or preprocess not in PREPROCESS_MODULES:
+        raise SettingsError(
+            f"--backbone {file.name} needs --preprocess (preprocess=): one of "
+            f"{', '.join(PREPROCESS_MODULES)}"
+        )
     if pooling not in POOLINGS:
         raise SettingsError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    if image_size is not None and image_size < 32:
-        raise SettingsError(f"image_size (--image-size) must be at least 32, got {image_size}")
+    if precision != "float32":
+        raise SettingsError("a saved model runs as it was saved: precision (--precision) must be float32")
+    try:
+        model = keras.models.load_model(file, compile=False)
+    except Exception as exc:  # Keras raises ValueError, OSError or its own errors by fault
+        raise WeightsError(f"{file}: not a Keras model file ({str(exc).splitlines()[0][:200]})") from None
+    shape = model.input_shape
+    size = shape[1] if shape[1] is not None and shape[1] == shape[2] else image_size
+    if size is None:
+        raise SettingsError(f"{file.name} takes inputs of any size: give image_size (--image-size)")
+    if image_size is not None and image_size != size:
+        raise SettingsError(f"{file.name} takes {size}x{size} images, not image_size {image_size}")
+    layers = tuple(layers or (model.layers[-1].name,))
+    backbone = Backbone(
+        name=file.name, application="", module=preprocess, input_size=size, min_size=size,
+        preprocessing=recorded_preprocessing(path, preprocess),
+        preprocess_in_model=preprocess == "none", feature_layer=layers[0], top_layers=(),
+        flatten_dim=0, avg_dim=0, imagenet_file="", imagenet_top_file="",
+    )
+    return LoadedBackbone(
+        backbone=backbone, model=_feature_model(model, layers, pooling, precision), weights=file.name,
+        weights_sha256=sha256_file(file), layers=layers, pooling=pooling, image_size=size,
+        precision=precision, weights_path=str(file.resolve()),
+    )
+
+
+def check_backbone_settings(
+    name: str, weights: str | None, pooling: str, image_size: int | None, precision: str,
+    layers: Sequence[str] | None = None,
+) -> None:
+    """Raise :class:`SettingsError` for backbone settings that make no sense (alone or together)."""
+    if is_saved_model(name):
+        return  # checked when the file is read (its input size and layers are in it)
+    if name not in BACKBONES:
+        raise SettingsError(
+            f"unknown backbone (--backbone) {name!r}; see python -m extract --list-backbones, "
+            "or give a saved model's PATH.keras"
+        )
+    backbone = BACKBONES[name]
+    if pooling not in POOLINGS:
+        raise SettingsError(f"pooling (--pooling) must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if image_size is not None and image_size < backbone.min_size:
+        raise SettingsError(
+            f"image_size (--image-size) must be at least {backbone.min_size} for {name}, got {image_size}"
+        )
     if weights == "hed-bsds500" and name != "vgg16":
         raise SettingsError("--weights hed-bsds500 holds VGG16 layers; use it with --backbone vgg16")
     if precision not in PRECISIONS:
         raise SettingsError(
             f"precision (--precision) must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
+    if layers is not None and len(set(layers)) != len(layers):
+        raise SettingsError(f"layers (--layer) names a layer twice: {', '.join(layers)}")
+    top = [layer for layer in layers or () if layer in backbone.top_layers]
+    if top:
+        if image_size is not None and image_size != backbone.input_size:
+            raise SettingsError(
+                f"{', '.join(top)} belong to {name}'s top, which takes {backbone.input_size}x"
+                f"{backbone.input_size} images: leave out image_size (--image-size)"
+            )
+        if weights == "hed-bsds500":
+            raise SettingsError(
+                f"--weights hed-bsds500 holds VGG16's convolutions only, not {', '.join(top)}"
+            )
 
 
 def _under_policy(build: Callable[..., Any], policy: str) -> Callable[..., Any]:
@@ -328,3 +562,11 @@ def gpu_present() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def recorded_preprocessing(name: str, preprocess: str | None = None) -> str:
+    """What a feature file records as the preprocessing of backbone ``name`` (a registry name,
+    or a saved model's path with its ``preprocess`` module)."""
+    if not is_saved_model(name):
+        return BACKBONES[name].preprocessing
+    return "none" if preprocess in (None, "none") else f"keras.applications.{preprocess}.preprocess_input"

@@ -7,6 +7,7 @@ Rows reach the writer in listing order, so the file's row order does not depend 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -131,9 +133,10 @@ def decoded_batches(
             yield [(i, future.result()) for i, future in batch]
 
 
-def backbone_facts(loaded: LoadedBackbone) -> dict:
-    """What a loaded backbone contributes to a feature file's provenance, plus ``dim``: plain
-    values, so that a Ray worker can send them to the driver."""
+def backbone_facts(loaded: LoadedBackbone, index: int = 0) -> dict:
+    """What a loaded backbone contributes to the provenance of the feature file of its
+    ``index``-th layer, plus ``dim``: plain values, so that a Ray worker can send them to the
+    driver."""
     import importlib.metadata
 
     import keras
@@ -141,7 +144,7 @@ def backbone_facts(loaded: LoadedBackbone) -> dict:
     backend = keras.backend.backend()  # tensorflow by default; KERAS_BACKEND=jax works too
     return {
         "backbone": loaded.backbone.name,
-        "layer": loaded.layer,
+        "layer": loaded.layers[index],
         "weights": loaded.weights,
         "weights_sha256": loaded.weights_sha256,
         # Where the weights file was read, so that predict finds it while it stays there.
@@ -153,7 +156,7 @@ def backbone_facts(loaded: LoadedBackbone) -> dict:
         "keras_version": keras.__version__,
         "keras_backend": backend,
         f"{backend}_version": importlib.metadata.version(backend),
-        "dim": loaded.dim,
+        "dim": loaded.dims[index],
     }
 
 
@@ -188,6 +191,18 @@ def extract(
     output: str | os.PathLike,
     *,
     plan: Plan | None = None,
+    **options: Any,
+) -> ExtractSummary:
+    """Extract one feature row per decodable image of ``listing`` into ``output``: the
+    one-layer case of :func:`extract_layers` (same options)."""
+    return extract_layers(listing, loaded, [(Path(output), plan or plan_work(listing))], **options)[0]
+
+
+def extract_layers(
+    listing: ImageListing,
+    loaded: LoadedBackbone,
+    targets: Sequence[tuple[Path, Plan]],
+    *,
     prune: bool = False,
     dataset: str = "",
     batch_size: int = 32,
@@ -196,61 +211,70 @@ def extract(
     interpolation: str = "nearest",
     max_pixels: int | None = None,
     progress: bool = True,
-) -> ExtractSummary:
-    """Extract one feature row per decodable image of ``listing`` into ``output``.
+) -> list[ExtractSummary]:
+    """Extract the features of every layer of ``loaded`` in one pass over ``listing``: layer
+    ``k`` into ``targets[k]``, an output file and its plan (:func:`extract.plan.plan_work`).
 
-    ``plan`` (from :func:`extract.plan.plan_work`) says which images are still to do and
-    whether ``output`` is extended; without it every image is extracted into a new file.
+    Each plan says which images that file still lacks and whether it is extended; the pass
+    runs the backbone over the images any file lacks, and each file gets the rows of its own.
     ``prune`` drops the rows of images that are no longer in the dataset. Images that cannot
-    be decoded are recorded in the file's ``skipped`` list with their reason; they never stop
+    be decoded are recorded in each file's ``skipped`` list with their reason; they never stop
     the run. Batches are cut from the listing at fixed positions, so a resumed run feeds the
     backbone the same batches an uninterrupted one would and the features are bit-equal.
     """
-    output = Path(output)
-    plan = plan or plan_work(listing)
     started = time.perf_counter()
-    attrs = run_attrs(
-        provenance(backbone_facts(loaded), listing, dataset or listing.root.name, interpolation, dtype),
-        plan,
-    )
-    skipped: list[tuple[str, str]] = []
+    name = dataset or listing.root.name
+    todo = np.unique(np.concatenate([plan.todo for _, plan in targets])).astype(np.int64)
+    wanted = [set(plan.todo.tolist()) for _, plan in targets]
+    skipped: list[list[tuple[str, str]]] = [[] for _ in targets]
     bar = tqdm(
-        total=len(listing), initial=plan.done, unit="img", desc="extract", file=sys.stderr,
-        disable=not progress, dynamic_ncols=True,
+        total=len(listing), initial=len(listing) - len(todo), unit="img", desc="extract",
+        file=sys.stderr, disable=not progress, dynamic_ncols=True,
     )
-    with FeatureWriter(
-        output,
-        dim=loaded.dim,
-        label_names=plan.label_names,
-        attrs=attrs,
-        dtype=dtype,
-        buffer_size=buffer_size,
-        resume=plan.resume,
-    ) as writer, bar:
-        batches = decoded_batches(
-            listing, plan.todo, batch_size, loaded.image_size, interpolation, max_pixels=max_pixels
-        )
-        for batch in batches:
-            good: list[int] = []
-            images: list[np.ndarray] = []
-            for i, result in batch:
-                if isinstance(result, str):
-                    writer.skip(listing.paths[i], result)
-                    skipped.append((listing.paths[i], result))
-                else:
-                    good.append(i)
-                    images.append(result)
-            if images:
-                writer.add(
-                    loaded.embed(np.stack(images)),
-                    plan.labels[good],
-                    [listing.paths[i] for i in good],
-                )
+    with contextlib.ExitStack() as stack:
+        writers = [
+            stack.enter_context(FeatureWriter(
+                output, dim=loaded.dims[k], label_names=plan.label_names, dtype=dtype,
+                attrs=run_attrs(
+                    provenance(backbone_facts(loaded, k), listing, name, interpolation, dtype), plan
+                ),
+                buffer_size=buffer_rows(buffer_size, loaded.dims, dtype), resume=plan.resume,
+            ))
+            for k, (output, plan) in enumerate(targets)
+        ]
+        stack.enter_context(bar)
+        for batch in decoded_batches(listing, todo, batch_size, loaded.image_size, interpolation,
+                                     max_pixels=max_pixels):
+            good = [(i, image) for i, image in batch if not isinstance(image, str)]
+            rows = loaded.embed_all(np.stack([image for _, image in good])) if good else []
+            for k, ((_, plan), writer) in enumerate(zip(targets, writers, strict=True)):
+                for i, reason in batch:
+                    if isinstance(reason, str) and i in wanted[k]:
+                        writer.skip(listing.paths[i], reason)
+                        skipped[k].append((listing.paths[i], reason))
+                mine = [j for j, (i, _) in enumerate(good) if i in wanted[k]]
+                if mine:
+                    ids = [good[j][0] for j in mine]
+                    writer.add(rows[k][mine], plan.labels[ids], [listing.paths[i] for i in ids])
             bar.update(len(batch))
-            if skipped:
-                bar.set_postfix(skipped=len(skipped), refresh=False)
-        pruned = writer.finish(drop=plan.gone if prune else ())
-    return ExtractSummary.of(writer, listing, skipped, started, pruned)
+            if skipped[0]:
+                bar.set_postfix(skipped=len(skipped[0]), refresh=False)
+        pruned = [writer.finish(drop=plan.gone if prune else ())
+                  for (_, plan), writer in zip(targets, writers, strict=True)]
+    return [ExtractSummary.of(writer, listing, skipped[k], started, pruned[k])
+            for k, writer in enumerate(writers)]
+
+
+#: Features a run holds in memory between commits, at most, over all its layers: wide layers
+#: (VGG16's block4_pool flattened is 100,352 values, 392 KiB a row) commit after fewer rows.
+BUFFER_BYTES = 256 << 20
+
+
+def buffer_rows(buffer_size: int, dims: Sequence[int], dtype: str) -> int:
+    """Rows per commit: ``buffer_size``, or fewer so that one buffer of every layer together
+    stays within :data:`BUFFER_BYTES`."""
+    row_bytes = sum(dims) * max(4, np.dtype(dtype).itemsize)  # rows are float32 until written
+    return max(1, min(buffer_size, BUFFER_BYTES // row_bytes))
 
 
 def finish_existing(

@@ -217,7 +217,7 @@ def test_interrupt_is_a_keyboard_interrupt_that_says_what_stays(tiny, tmp_path, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(extract.pipeline, "extract", interrupted)
+    monkeypatch.setattr(extract.pipeline, "extract_layers", interrupted)
     with pytest.raises(KeyboardInterrupt) as raised:
         extract_features(tiny, output=tmp_path / "o.hdf5", progress=False, **SMALL)
     assert isinstance(raised.value, extract.ExtractInterrupted)

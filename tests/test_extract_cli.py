@@ -25,10 +25,10 @@ def tiny_dataset(tmp_path):
     [
         ([], "the following arguments are required: --dataset"),
         (["--dataset", "x", "--pooling", "sum"], "invalid choice: 'sum'"),
-        (["--dataset", "x", "--backbone", "alexnet"], "invalid choice: 'alexnet'"),
+        (["--dataset", "x", "--backbone", "alexnet"], "unknown backbone (--backbone) 'alexnet'"),
         (["--dataset", "x", "--batch-size", "0"], "(--batch-size) must be a whole number of at least 1"),
         (["--dataset", "x", "--buffer-size", "many"], "not a whole number"),
-        (["--dataset", "x", "--image-size", "16"], "(--image-size) must be at least 32, got 16"),
+        (["--dataset", "x", "--image-size", "16"], "(--image-size) must be at least 32 for vgg16, got 16"),
         (["--dataset", "x", "--backbone", "mobilenetv2", "--weights", "hed-bsds500"],
          "use it with --backbone vgg16"),
         (["--dataset", "x", "--dtype", "int8"], "invalid choice: 'int8'"),
