@@ -149,7 +149,7 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
     """
     import joblib
 
-    from extract.backbones import NAMED_WEIGHTS, WeightsError, load_backbone
+    from extract.backbones import NAMED_WEIGHTS, WeightsError, is_saved_model, load_backbone
     from extract.tf_logs import start_keras
 
     start_keras()  # without TensorFlow's C++ start-up lines (a no-op once Keras has started)
@@ -174,11 +174,16 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
         wanted = ext["weights"]
     else:
         wanted = recorded_weights_file(model_path, ext)
+    backbone, preprocess = ext["backbone"], None
+    if is_saved_model(backbone):  # --backbone PATH.keras: the model file is its own weights
+        backbone, wanted = wanted, None
+        preprocessing = ext.get("preprocessing") or "none"
+        preprocess = "none" if preprocessing == "none" else preprocessing.split(".")[2]
     try:
         # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
-        loaded = load_backbone(ext["backbone"], wanted, ext["pooling"], int(ext["image_size"]),
+        loaded = load_backbone(backbone, wanted, ext["pooling"], int(ext["image_size"]),
                                ext.get("precision") or "float32",
-                               layers=[ext["layer"]] if ext.get("layer") else None)
+                               layers=[ext["layer"]] if ext.get("layer") else None, preprocess=preprocess)
     except (WeightsError, ValueError) as exc:  # ValueError: weights of another backbone
         raise PredictError(f"{model_path}: {exc}") from None
     if loaded.weights_sha256 != ext.get("weights_sha256") or loaded.layer != ext.get("layer"):

@@ -196,6 +196,16 @@ def test_your_own_saved_model_with_a_named_preprocessing(small_flowers, tmp_path
         x = keras.applications.resnet.preprocess_input(_images(small_flowers, ff.paths, 32))
         expected = keras.Model(model.input, model.get_layer("embed").output).predict_on_batch(x)
         np.testing.assert_allclose(ff.load_features(), np.asarray(expected), rtol=1e-5, atol=1e-5)
+        stored = ff.load_features()
+    # classify predict re-extracts through the saved model, at its layer, with its preprocessing.
+    from classify import predict, train_and_evaluate
+
+    result = train_and_evaluate(tmp_path / "m.hdf5", save=tmp_path / "m.joblib")["logreg"]
+    predictions = predict(tmp_path / "m.joblib", small_flowers, progress=False)
+    with FeatureFile(tmp_path / "m.hdf5") as ff:
+        expected = [ff.label_names[k] for k in result.estimator.predict(stored)]
+        by_path = {p.path: p.predicted for p in predictions}
+        assert [by_path[str(small_flowers / path)] for path in ff.paths] == expected
     missing = run_module("extract", "--dataset", small_flowers, "--backbone", tmp_path / "mine.keras",
                          "-o", tmp_path / "n.hdf5", "-q")
     assert missing.returncode == 2 and "needs --preprocess" in missing.stderr
