@@ -9,14 +9,16 @@ From Python, one call does a whole run (the same as ``python -m classify``)::
     results["logreg"].plot_confusion()        # a matplotlib Figure, inline in Jupyter
 
 and the two subcommands are functions too: :func:`compare` (saved ``--json`` results side by
-side) and :func:`predict` (a saved model on new images). Every one-line user error is a
-:class:`ClassifyError` (bad settings: :class:`SettingsError`, also a ``ValueError``); a feature
-file that cannot be used raises :class:`features.FeatureFileError`. Informational lines go to
-the ``classify`` logger at INFO.
+side) and :func:`predict` (a saved model on new images); :func:`imagenet_predict` is
+``predict --imagenet`` (a pretrained backbone as it is, as an ImageNet classifier). Every
+one-line user error is a :class:`ClassifyError` (bad settings: :class:`SettingsError`, also a
+``ValueError``); a feature file that cannot be used raises :class:`features.FeatureFileError`.
+Informational lines go to the ``classify`` logger at INFO.
 
 The pieces are usable on their own: ``models`` (the registry of classifiers), ``settings``
 (their checks), ``search`` (split and grid search), ``results``, ``report`` (text and JSON),
-``comparison`` (side-by-side tables), ``plots``, ``card`` (model cards), ``prediction``.
+``comparison`` (side-by-side tables), ``plots``, ``card`` (model cards), ``prediction``,
+``imagenet``.
 Importing ``classify`` does not import TensorFlow, Ray, XGBoost or matplotlib; the calls that
 need them do.
 """
@@ -26,6 +28,7 @@ from features import FeatureFileError
 from .api import train_and_evaluate
 from .comparison import CompareError, Comparison, compare
 from .errors import ClassifyError, SettingsError
+from .imagenet import ImagenetPrediction, imagenet_predict, iter_imagenet_predictions
 from .models import MODELS
 from .prediction import PredictError, Prediction, iter_predictions, predict
 from .results import ModelResult, side_by_side_table
@@ -37,12 +40,15 @@ __all__ = [
     "CompareError",
     "Comparison",
     "FeatureFileError",
+    "ImagenetPrediction",
     "ModelResult",
     "PredictError",
     "Prediction",
     "SettingsError",
     "SplitError",
     "compare",
+    "imagenet_predict",
+    "iter_imagenet_predictions",
     "iter_predictions",
     "predict",
     "side_by_side_table",

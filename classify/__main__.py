@@ -1,8 +1,8 @@
 """Command line of stage 2: ``python -m classify --features FILE`` (and ``compare``, ``predict``).
 
 A thin shell over the library (:func:`classify.train_and_evaluate`, :func:`classify.compare`,
-:func:`classify.predict`): it turns text into values, prints what they return, and maps their
-exceptions to exit statuses (settings 2, other failures 1, Ctrl-C 130).
+:func:`classify.predict`, :func:`classify.imagenet_predict`): it turns text into values, prints
+what they return, and maps their exceptions to exit statuses (settings 2, other failures 1, Ctrl-C 130).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ examples:
   python -m classify --features flowers17.hdf5 --model logreg rf xgb --json f17.json
   python -m classify compare f17.logreg.json f17.xgb.json --plots figures/
   python -m classify predict --model rf.joblib new_photos/ --output predictions.csv
+  python -m classify predict --imagenet --backbone mobilenetv2 --weights W.weights.h5 photos/
 
 With several models, --json and --save write one file per model, named <stem>.<model><suffix>.
 
@@ -56,6 +57,22 @@ PREDICT_DESCRIPTION = """\
 Predict the class of new images with a model saved by `python -m classify --save M.joblib`.
 Prints (or writes with --output) a CSV: path, predicted class, its probability, and the top 3
 classes with theirs. Folders are searched for images recursively.
+
+With --imagenet instead of --model, the pretrained backbone itself (with its top, the
+1,000-class ImageNet classifier, at its native size) classifies the images, decoded as Keras'
+decode_predictions does but from the class index shipped with featurebank (nothing is
+downloaded but --weights imagenet). The CSV then has: path; for each rank k = 1..--top,
+class_k (e.g. giant_panda), probability_k and wnid_k (its WordNet id, e.g. n02510455);
+error (skipped: <reason> for an image that could not be decoded).
+"""
+
+PREDICT_EPILOG = """\
+examples:
+  python -m classify predict --model rf.joblib new_photos/ --output predictions.csv
+  python -m classify predict --imagenet --backbone mobilenetv2 \\
+      --weights mobilenetv2_1.0_224_imagenet.weights.h5 mug.jpg photos/
+From Python: from classify import predict, imagenet_predict.
+Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupted.
 """
 
 
@@ -206,34 +223,73 @@ def compare_main(argv: list[str]) -> int:
 
 
 def predict_main(argv: list[str]) -> int:
-    """``python -m classify predict --model M.joblib IMAGE_OR_FOLDER ...``"""
-    parser = argparse.ArgumentParser(prog="python -m classify predict", description=PREDICT_DESCRIPTION)
-    parser.add_argument("--model", required=True, metavar="M.joblib",
-                        help="a model saved with --save (its M.card.json must be beside it)")
+    """``python -m classify predict --model M.joblib IMAGE_OR_FOLDER ...`` (or ``--imagenet``)"""
+    parser = argparse.ArgumentParser(prog="python -m classify predict", description=PREDICT_DESCRIPTION,
+                                     epilog=PREDICT_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", metavar="M.joblib",
+                        help="a model saved with --save (its M.card.json must be beside it); "
+                             "required unless --imagenet")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="no model of yours: the backbone with its own top classifies the "
+                             "images into the 1,000 ImageNet classes")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     parser.add_argument("--weights", metavar="PATH",
-                        help="the weights file the training features came from, when they came "
-                             "from a file that is no longer where extraction read it (imagenet "
-                             "and hed-bsds500 are found by name)")
+                        help="with --model: the weights file the training features came from, when "
+                             "they came from a file that is no longer where extraction read it "
+                             "(imagenet and hed-bsds500 are found by name); with --imagenet: "
+                             "imagenet (default, Keras' download) or a weights file of the model "
+                             "WITH its top")
+    parser.add_argument("--backbone", metavar="NAME",
+                        help="with --imagenet: the backbone (default: vgg16)")
+    parser.add_argument("--top", type=whole, metavar="K",
+                        help="with --imagenet: how many classes per image (default: 5)")
+    parser.add_argument("--class-index", metavar="FILE",
+                        help="with --imagenet: a class index laid out as Keras' "
+                             "imagenet_class_index.json (default: the copy shipped with featurebank)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the CSV here (default: stdout)")
     parser.add_argument("--batch-size", type=whole, default=32, metavar="N")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="show TensorFlow's start-up lines (hidden by default, except unexpected ones)")
     args = parser.parse_args(argv)
+    if args.imagenet and args.model is not None:
+        parser.error("--imagenet uses the backbone's own ImageNet classifier, --model a model of "
+                     "yours: give one of them")
+    if not args.imagenet:
+        if args.model is None:
+            parser.error("the following arguments are required: --model (or --imagenet)")
+        given = [opt for opt, value in (("--backbone", args.backbone), ("--top", args.top),
+                                        ("--class-index", args.class_index)) if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --imagenet")
 
     from extract.tf_logs import start_keras
 
+    from . import imagenet, prediction
     from .errors import ClassifyError, SettingsError
-    from .prediction import iter_predictions, write_csv
 
     if args.verbose:
         start_keras(verbose=True)  # the library's own quiet start is then a no-op
 
     prefix = "classify predict"
     try:
-        predictions = iter_predictions(args.model, args.inputs, weights=args.weights,
-                                       batch_size=args.batch_size, progress=not args.quiet)
+        if args.imagenet:
+            top = 5 if args.top is None else args.top
+            predictions = imagenet.iter_imagenet_predictions(
+                args.inputs, backbone=args.backbone or "vgg16", weights=args.weights or "imagenet",
+                top=top, batch_size=args.batch_size, class_index=args.class_index,
+                progress=not args.quiet,
+            )
+
+            def write(out):
+                imagenet.write_csv(predictions, out, top=top)
+        else:
+            predictions = prediction.iter_predictions(args.model, args.inputs, weights=args.weights,
+                                                      batch_size=args.batch_size, progress=not args.quiet)
+
+            def write(out):
+                prediction.write_csv(predictions, out)
     except SettingsError as exc:
         parser.error(str(exc))
     except ClassifyError as exc:
@@ -246,7 +302,7 @@ def predict_main(argv: list[str]) -> int:
     except OSError as exc:
         return fail(prefix, f"{args.output}: cannot write ({exc.strerror or exc})")
     try:
-        write_csv(predictions, out)  # row by row, as each batch is done
+        write(out)  # row by row, as each batch is done
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
