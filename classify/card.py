@@ -17,7 +17,7 @@ from .search import SearchResult
 #: weights) lets ``predict`` find that file again without ``--weights``.
 EXTRACTION_KEYS = (
     "backbone", "weights", "weights_sha256", "weights_path", "layer", "pooling", "image_size",
-    "interpolation", "preprocessing", "precision", "dtype",
+    "interpolation", "preprocessing", "precision", "dtype", "with_top",
 )
 
 

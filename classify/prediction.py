@@ -183,7 +183,8 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
         # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
         loaded = load_backbone(backbone, wanted, ext["pooling"], int(ext["image_size"]),
                                ext.get("precision") or "float32",
-                               layers=[ext["layer"]] if ext.get("layer") else None, preprocess=preprocess)
+                               layers=[ext["layer"]] if ext.get("layer") else None, preprocess=preprocess,
+                               top=bool(ext.get("with_top")))
     except (WeightsError, ValueError) as exc:  # ValueError: weights of another backbone
         raise PredictError(f"{model_path}: {exc}") from None
     if loaded.weights_sha256 != ext.get("weights_sha256") or loaded.layer != ext.get("layer"):

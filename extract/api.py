@@ -66,7 +66,7 @@ def check_settings(
             raise SettingsError(f"{_named(name)} must be a whole number of at least 1, got {value!r}")
     if layers is not None and (isinstance(layers, str) or not layers
                                or not all(isinstance(layer, str) and layer for layer in layers)):
-        raise SettingsError(f"{_named('layers')} (--layer) must be a list of layer names, got {layers!r}")
+        raise SettingsError(f"layers (--layer) must be a list of layer names, got {layers!r}")
     check_backbone_settings(backbone, weights, pooling, image_size, precision, layers)
     if preprocess is not None and not is_saved_model(backbone):
         raise SettingsError(
@@ -96,15 +96,17 @@ def check_settings(
 def requested_settings(
     backbone: str, weights: str | None, pooling: str, image_size: int | None, interpolation: str,
     dtype: str, precision: str, dataset: str, layer: str | None = None, preprocess: str | None = None,
+    run_layers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The settings that decide feature values, as far as they are known before loading the
     model (None where not known yet: the weights' SHA-256 of a file not there, a saved model's
-    input size and default layer)."""
+    input size and default layer). ``run_layers`` are all the layers of the run: one of the
+    top makes the run use the weights with the top for every layer."""
     from .backbones import BACKBONES, is_saved_model, recorded_preprocessing, weights_identity
 
     saved = is_saved_model(backbone)
     entry = None if saved else BACKBONES[backbone]
-    weights_id, weights_sha = weights_identity(backbone, weights, [layer] if layer else None)
+    weights_id, weights_sha = weights_identity(backbone, weights, run_layers or ([layer] if layer else None))
     return {
         "backbone": Path(backbone).name if saved else backbone,
         "layer": layer or (None if saved else entry.feature_layer),
@@ -323,8 +325,8 @@ def _run(
             ) from None
         except OSError as exc:
             raise ExtractError(
-                f"{output}: cannot write ({exc}); the rows committed so far are kept, run the same "
-                "command again to continue once the cause is fixed"
+                f"{', '.join(map(str, outputs))}: cannot write ({exc}); the rows committed so far are "
+                "kept, run the same command again to continue once the cause is fixed"
             ) from None
     if not layers or len(layers) == 1:
         return summaries[0]
@@ -336,6 +338,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
     from features import FeatureFile, FeatureFileError
     from features.writer import remove_stale
 
+    from .backbones import needs_top
     from .pipeline import finish_existing
     from .plan import plan_work, settings_changes
     from .ray_engine import adopt_unpublished
@@ -357,7 +360,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
             found.close()
             requested = requested_settings(
                 **model_settings(model), layer=layer, interpolation=options["interpolation"],
-                dtype=options["dtype"], dataset=name,
+                dtype=options["dtype"], dataset=name, run_layers=model["layers"],
             )
             if changes := settings_changes(found.attrs, requested):
                 raise ExtractError(refusal(path, changes))
@@ -386,7 +389,9 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
             work.append(k)
     if work:
         run_options = dict(options, dataset=name)
-        chosen = dict(model, layers=[layers[k] for k in work] if model["layers"] else None)
+        # Only the layers whose files need work; with the top if any layer of the run needs it.
+        chosen = dict(model, layers=[layers[k] for k in work] if model["layers"] else None,
+                      top=any(needs_top(model["backbone"], [layer]) for layer in layers if layer))
         targets = [(outputs[k], plans[k]) for k in work]
         found = [existing[k] for k in work]
         if ray_engine:
@@ -429,7 +434,8 @@ def _extract_here(listing, targets, existing, model, options, buffer_size, verbo
 
     start_keras(verbose)
     loaded = load_backbone(model["backbone"], model["weights"], model["pooling"], model["image_size"],
-                           model["precision"], layers=model["layers"], preprocess=model["preprocess"])
+                           model["precision"], layers=model["layers"], preprocess=model["preprocess"],
+                           top=model["top"])
     for k, ((output, _), found) in enumerate(zip(targets, existing, strict=True)):
         facts = backbone_facts(loaded, k)
         _describe(model, facts)
@@ -454,7 +460,8 @@ def _extract_on_ray(listing, output, plan, existing, model, options, ray_setting
 
     started = connect(ray_options)
     try:
-        spec = dict(name=model["backbone"], **{k: v for k, v in model.items() if k != "backbone"})
+        spec = {k: v for k, v in model.items() if k not in ("backbone", "top")}
+        spec["name"] = model["backbone"]
         return ray_extract(listing, spec, output, plan=plan, options=ray_options, on_facts=check,
                            **options)
     finally:

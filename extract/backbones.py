@@ -173,6 +173,7 @@ class LoadedBackbone:
     image_size: int
     precision: str = "float32"
     weights_path: str = ""  # the resolved weights file, when the weights came from a path
+    with_top: bool = False  # built with its classifier top (and the weights that include it)
 
     @property
     def layer(self) -> str:
@@ -289,6 +290,7 @@ def load_backbone(
     precision: str = "float32",
     layers: Sequence[str] | None = None,
     preprocess: str | None = None,
+    top: bool = False,
 ) -> LoadedBackbone:
     """Build backbone ``name``, load ``weights`` into it, and return a model whose outputs are
     the features of ``layers`` (default: the entry's ``feature_layer``), pooled as ``pooling``.
@@ -299,7 +301,10 @@ def load_backbone(
     every model's ``predictions``) build the model with its top, at its native input size,
     and need weights that include it. ``weights`` is ``"imagenet"``, ``"hed-bsds500"``
     (VGG16's convolutions), a weights file, or None (random, for architecture checks).
-    Pooling applies to feature maps; vector layers (``fc2``) are taken as they are.
+    Pooling applies to feature maps; vector layers (``fc2``) are taken as they are. ``top``
+    builds the model with its top even when no layer of ``layers`` needs it: a layer below the
+    top, extracted in a run that also took a top layer, is then computed (and later re-extracted)
+    by the same model, with the same weights file.
 
     Raises :class:`WeightsError` when the weights cannot be had (ImageNet offline, a missing
     file, a file that does not fit the backbone) and :class:`SettingsError` (a ``ValueError``)
@@ -319,7 +324,10 @@ def load_backbone(
     check_backbone_settings(name, weights, pooling, image_size, precision, layers)
     backbone = BACKBONES[name]
     layers = tuple(layers or (backbone.feature_layer,))
-    top = needs_top(name, layers)
+    top = top or needs_top(name, layers)
+    if top and (weights == "hed-bsds500" or image_size not in (None, backbone.input_size)):
+        raise SettingsError(f"{name} with its top needs its native {backbone.input_size}x"
+                            f"{backbone.input_size} images and weights that include the top")
     size = image_size or backbone.input_size
     kwargs = dict(include_top=top, input_shape=(size, size, 3))
     _fresh_names()
@@ -374,6 +382,7 @@ def load_backbone(
         image_size=size,
         precision=precision,
         weights_path=weights_path,
+        with_top=top,
     )
 
 

@@ -149,6 +149,8 @@ def backbone_facts(loaded: LoadedBackbone, index: int = 0) -> dict:
         "weights_sha256": loaded.weights_sha256,
         # Where the weights file was read, so that predict finds it while it stays there.
         "weights_path": loaded.weights_path,
+        # Built with its top: predict rebuilds it so, whatever the layer (same weights file).
+        "with_top": loaded.with_top,
         "pooling": loaded.pooling,
         "image_size": loaded.image_size,
         "preprocessing": loaded.backbone.preprocessing,
@@ -219,8 +221,9 @@ def extract_layers(
     runs the backbone over the images any file lacks, and each file gets the rows of its own.
     ``prune`` drops the rows of images that are no longer in the dataset. Images that cannot
     be decoded are recorded in each file's ``skipped`` list with their reason; they never stop
-    the run. Batches are cut from the listing at fixed positions, so a resumed run feeds the
-    backbone the same batches an uninterrupted one would and the features are bit-equal.
+    the run. Batches are cut from the images to do, in listing order; each image's features
+    do not depend on the batch it runs in (tested: resumed runs are bit-equal to uninterrupted
+    ones).
     """
     started = time.perf_counter()
     name = dataset or listing.root.name
@@ -257,8 +260,8 @@ def extract_layers(
                     ids = [good[j][0] for j in mine]
                     writer.add(rows[k][mine], plan.labels[ids], [listing.paths[i] for i in ids])
             bar.update(len(batch))
-            if skipped[0]:
-                bar.set_postfix(skipped=len(skipped[0]), refresh=False)
+            if any(skipped):
+                bar.set_postfix(skipped=max(map(len, skipped)), refresh=False)
         pruned = [writer.finish(drop=plan.gone if prune else ())
                   for (_, plan), writer in zip(targets, writers, strict=True)]
     return [ExtractSummary.of(writer, listing, skipped[k], started, pruned[k])

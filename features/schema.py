@@ -55,6 +55,7 @@ PROVENANCE_ATTRS = (
     "weights",
     "weights_sha256",
     "weights_path",
+    "with_top",
     "pooling",
     "image_size",
     "interpolation",

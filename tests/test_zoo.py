@@ -244,3 +244,39 @@ def test_file_records_the_layer(small_flowers, tmp_path):
                                image_size=32, layers=["block3_conv3"], pooling="max", progress=False)
     with h5py.File(summary.output, "r") as f:
         assert f.attrs["layer"] == "block3_conv3" and f["features"].shape == (10, 256)
+
+
+def test_a_layer_below_the_top_taken_with_a_top_layer_resumes_and_predicts(flowers17, tmp_path):
+    """With a top layer in the run, the model (and weights file) with the top computes every
+    layer: extending the files, rebuilding one of them alone, and predict all use that model."""
+    from classify import predict, train_and_evaluate
+
+    weights = _need(MOBILENETV2_TOP)
+    data = make_subset(flowers17, tmp_path / "f", ["bluebell", "crocus"], 6)
+    args = dict(backbone="mobilenetv2", weights=weights, pooling="avg", progress=False,
+                layers=["out_relu", "predictions"], output=tmp_path / "m.hdf5")
+    first = extract_features(data, **args)
+    out_relu = first["out_relu"].output
+    with FeatureFile(out_relu) as ff:
+        original = dict(zip(ff.paths, ff.load_features(), strict=True))
+        assert ff.attrs["with_top"] and ff.attrs["weights_path"] == str(weights.resolve())
+    # New images: both files are extended, not refused for "other weights".
+    for name in ("bluebell", "crocus"):
+        for image in sorted((flowers17 / name).iterdir())[6:8]:
+            (data / name / image.name).symlink_to(image)
+    grown = extract_features(data, **args)
+    assert [s.written for s in grown.values()] == [4, 4]
+    # One file deleted: rebuilt alone, by the model with the top, equal to what it held.
+    out_relu.unlink()
+    rebuilt = extract_features(data, **args)
+    assert rebuilt["out_relu"].written == 16 and rebuilt["predictions"].up_to_date
+    with FeatureFile(out_relu) as ff:
+        stored = ff.load_features()
+        rows = dict(zip(ff.paths, stored, strict=True))
+        assert all(np.array_equal(rows[path], row) for path, row in original.items())
+    result = train_and_evaluate(out_relu, save=tmp_path / "m.joblib")["logreg"]
+    predictions = predict(tmp_path / "m.joblib", data, progress=False)
+    with FeatureFile(out_relu) as ff:
+        expected = [ff.label_names[k] for k in result.estimator.predict(stored)]
+        by_path = {p.path: p.predicted for p in predictions}
+        assert [by_path[str(data / path)] for path in ff.paths] == expected
