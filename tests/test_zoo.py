@@ -29,12 +29,22 @@ def test_registry_holds_all_40_keras_applications():
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
-def test_every_entry_builds_with_its_layer_sizes_and_preprocessing(name):
-    """Built with weights=None at its native size (building costs the same at any size: the
-    weights do not depend on it); one image through it; the table's feature lengths; the
-    default feature layer found by name; the preprocessing Keras' own module applies."""
+def test_every_entry_builds_with_its_layer_sizes_and_preprocessing(name, monkeypatch):
+    """Built at its native size (building costs the same at any size: the weights do not depend
+    on it) the way Keras builds it for weights="imagenet", with the download and the loading of
+    the weights stubbed, so random weights and the file name Keras itself derives; one image
+    through it; the table's feature lengths; the default feature layer found by name; the
+    preprocessing Keras' own module applies."""
+    import keras
+    from keras.src.utils import file_utils
+
+    asked: list[str] = []
+    monkeypatch.setattr(file_utils, "get_file", lambda fname, *a, **k: asked.append(fname) or fname)
+    monkeypatch.setattr(keras.Model, "load_weights", lambda self, *a, **k: None)
     entry = BACKBONES[name]
-    loaded = load_backbone(name, weights=None, pooling="flatten")
+    loaded = load_backbone(name, weights="imagenet", pooling="flatten")
+    assert asked == [entry.imagenet_file]  # the registry's file name is the one Keras caches
+    monkeypatch.undo()
     assert loaded.layer == entry.feature_layer and loaded.image_size == entry.input_size
     height, width, channels = loaded.model.output_shape[1:]
     assert (loaded.dim, height * width * channels, channels) == (entry.flatten_dim,) * 2 + (entry.avg_dim,)
