@@ -21,3 +21,9 @@ class SettingsError(ClassifyError, ValueError):
 def named(setting: str) -> str:
     """A setting as both audiences know it: ``test_size (--test-size)``."""
     return f"{setting} (--{setting.replace('_', '-')})"
+
+
+def check_count(setting: str, value: object) -> None:
+    """Raise :class:`SettingsError` unless ``value`` is a whole number of at least 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SettingsError(f"{named(setting)} must be a whole number of at least 1, got {value!r}")

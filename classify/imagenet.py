@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .errors import SettingsError, named
+from .errors import SettingsError, check_count, named
 from .prediction import PredictError, image_files
 
 #: Number of ImageNet classes (outputs of every backbone's top).
@@ -349,11 +349,8 @@ def iter_imagenet_predictions(
     ...     print(p.path, p.predicted, p.probability)
     """
     _check_top(top)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise SettingsError(f"{named('batch_size')} must be a whole number of at least 1, got {batch_size!r}")
+    check_count("batch_size", batch_size)
     index = load_class_index(class_index)
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     files = image_files(inputs)
     loaded = load_classifier(backbone, weights)
     return _imagenet_predictions(loaded, index, files, batch_size=batch_size, top=top, progress=progress)

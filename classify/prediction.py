@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .card import card_path
-from .errors import ClassifyError, SettingsError, named
+from .errors import ClassifyError, check_count
 
 
 class PredictError(ClassifyError):
@@ -96,10 +96,13 @@ def write_csv(predictions: Iterable[Prediction], out: TextIO, top: int = 3) -> N
         writer.writerow(prediction.csv_row())
 
 
-def image_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """The image files named, and those under the folders named, in a fixed order."""
+def image_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The image files named, and those under the folders named, in a fixed order (one path
+    alone is taken as a list of one)."""
     from extract.sources import IMAGE_EXTENSIONS
 
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     found: list[str] = []
     for item in inputs:
         path = Path(item)
@@ -252,11 +255,8 @@ def iter_predictions(
     >>> for p in iter_predictions("rf.joblib", "new_photos/"):  # doctest: +SKIP
     ...     print(p.path, p.predicted)
     """
-    for name, value in (("batch_size", batch_size), ("top", top)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SettingsError(f"{named(name)} must be a whole number of at least 1, got {value!r}")
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
+    check_count("batch_size", batch_size)
+    check_count("top", top)
     files = image_files(inputs)
     estimator, card, loaded = load_model(model_path, weights)
     return _predictions(estimator, card, loaded, files, batch_size=batch_size, top=top,
