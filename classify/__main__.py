@@ -1,8 +1,10 @@
-"""Command line of stage 2: ``python -m classify --features FILE`` (and ``compare``, ``predict``).
+"""Command line of stage 2: ``python -m classify --features FILE`` (and ``compare``, ``predict``,
+``export``).
 
 A thin shell over the library (:func:`classify.train_and_evaluate`, :func:`classify.compare`,
-:func:`classify.predict`, :func:`classify.imagenet_predict`): it turns text into values, prints
-what they return, and maps their exceptions to exit statuses (settings 2, other failures 1, Ctrl-C 130).
+:func:`classify.predict`, :func:`classify.imagenet_predict`, :func:`classify.export_model`):
+it turns text into values, prints what they return, and maps their exceptions to exit statuses
+(settings 2, other failures 1, Ctrl-C 130).
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ examples:
   python -m classify --features flowers17.hdf5 --grid '{"C": [0.01, 0.1]}'
   python -m classify --features flowers17.hdf5 --model logreg rf xgb --json f17.json
   python -m classify compare f17.logreg.json f17.xgb.json --plots figures/
+  python -m classify --features flowers17.hdf5 --model head logreg --save f17.joblib
   python -m classify predict --model rf.joblib new_photos/ --output predictions.csv
   python -m classify predict --imagenet --backbone mobilenetv2 --weights W.weights.h5 photos/
+  python -m classify export --model f17.head.keras --output f17_classifier.keras
 
 With several models, --json and --save write one file per model, named <stem>.<model><suffix>.
+The head is saved as a Keras model file: --save's name with the suffix .keras.
 
 The test rows depend only on the labels, --test-size and --seed, and are saved with --json,
 so runs of different models are scored on the same images.
@@ -54,7 +59,8 @@ Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupt
 """
 
 PREDICT_DESCRIPTION = """\
-Predict the class of new images with a model saved by `python -m classify --save M.joblib`.
+Predict the class of new images with a model saved by `python -m classify --save M.joblib`
+(a head: M.keras).
 Prints (or writes with --output) a CSV: path, predicted class, its probability, and the top 3
 classes with theirs. Folders are searched for images recursively.
 
@@ -115,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel jobs; -1 uses every core (default: -1)")
     p.add_argument("--json", metavar="FILE", help="write metrics, best parameters, timings, "
                    "provenance and the test rows' indices as JSON")
-    p.add_argument("--save", metavar="FILE", help="save the fitted best model with joblib")
+    p.add_argument("--save", metavar="FILE", help="save the fitted best model (joblib; the head as "
+                   "FILE with the suffix .keras) and its model card FILE.card.json")
     p.add_argument("--plots", metavar="DIR", help="write confusion_<model>.png per model and, with "
                    "several models, precision.png (per-class precision side by side) into DIR "
                    "(created if need be)")
@@ -158,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(argv[1:])
     if argv[:1] == ["predict"]:
         return predict_main(argv[1:])
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
 
@@ -222,12 +231,70 @@ def compare_main(argv: list[str]) -> int:
     return 0
 
 
+EXPORT_DESCRIPTION = """\
+Write a saved classifier and its backbone as ONE Keras model, from a batch of RGB images at the
+backbone's input size (uint8, or float in [0, 255]) to class probabilities: the backbone's
+preprocessing (as Keras layers), the backbone with its weights up to the trained layer, its
+pooling, then the head as trained, or the logistic regression as a softmax Dense layer (its
+row-space projection folded into the weights). Plain keras.models.load_model reads it, without
+featurebank; the class names are in the file's featurebank.json member. Random forests and
+XGBoost models have no Keras layers and are refused.
+"""
+
+EXPORT_EPILOG = """\
+examples:
+  python -m classify --features f17.hdf5 --model head --save f17.head.keras
+  python -m classify export --model f17.head.keras --output f17_classifier.keras
+Then, with Keras only:
+  model = keras.models.load_model("f17_classifier.keras")
+  names = json.loads(zipfile.ZipFile("f17_classifier.keras").read("featurebank.json"))["classes"]
+From Python: from classify import export_model.
+Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupted.
+"""
+
+
+def export_main(argv: list[str]) -> int:
+    """``python -m classify export --model M --output OUT.keras``"""
+    parser = argparse.ArgumentParser(prog="python -m classify export", description=EXPORT_DESCRIPTION,
+                                     epilog=EXPORT_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, metavar="SAVED",
+                        help="a head or logreg model saved with --save (its card beside it)")
+    parser.add_argument("--output", "-o", required=True, metavar="OUT.keras",
+                        help="the Keras model file to write")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="the weights file the training features came from, when it is no longer "
+                             "where extraction read it (as for predict)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show TensorFlow's start-up lines (hidden by default, except unexpected ones)")
+    args = parser.parse_args(argv)
+
+    from extract.tf_logs import start_keras
+
+    from .errors import ClassifyError, SettingsError
+    from .export import export_model
+
+    if args.verbose:
+        start_keras(verbose=True)
+    try:
+        exported = export_model(args.model, args.output, weights=args.weights)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    except ClassifyError as exc:
+        return fail("classify export", str(exc))
+    except KeyboardInterrupt:
+        print("classify export: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(exported.line())
+    return 0
+
+
 def predict_main(argv: list[str]) -> int:
-    """``python -m classify predict --model M.joblib IMAGE_OR_FOLDER ...`` (or ``--imagenet``)"""
+    """``python -m classify predict --model M IMAGE_OR_FOLDER ...`` (or ``--imagenet``)"""
     parser = argparse.ArgumentParser(prog="python -m classify predict", description=PREDICT_DESCRIPTION,
                                      epilog=PREDICT_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", metavar="M.joblib",
+    parser.add_argument("--model", metavar="M.joblib|M.keras",
                         help="a model saved with --save (its M.card.json must be beside it); "
                              "required unless --imagenet")
     parser.add_argument("--imagenet", action="store_true",

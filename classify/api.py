@@ -17,7 +17,7 @@ from typing import Any
 
 from .models import MODELS, inner_parallel
 from .results import ModelResult
-from .settings import check_models, check_settings, parse_grid
+from .settings import check_grid_values, check_models, check_settings, parse_grid
 
 log = logging.getLogger("classify")
 
@@ -58,8 +58,9 @@ def train_and_evaluate(
     features : path
         A feature file written by ``python -m extract``.
     models : str or sequence of str
-        Registry names (:data:`classify.MODELS`): ``logreg``, ``rf``, ``xgb``; run in the
-        order given, on the same split.
+        Registry names (:data:`classify.MODELS`): ``logreg``, ``rf``, ``xgb``, ``head`` (a
+        Keras dense head, :class:`classify.head.DenseHead`); run in the order given, on the
+        same split.
     grid : dict or JSON str, optional
         Parameter lists replacing the model's default grid; one model only.
     test_size : float
@@ -83,8 +84,9 @@ def train_and_evaluate(
         Write each model's metrics, best parameters, timings, provenance and test rows as
         JSON (:meth:`ModelResult.to_json`); with several models ``<stem>.<model><suffix>``.
     save : path, optional
-        Save each refitted model with joblib and its model card (:meth:`ModelResult.save`);
-        named per model as ``json`` is.
+        Save each refitted model and its model card (:meth:`ModelResult.save`); named per
+        model as ``json`` is; scikit-learn models with joblib, the head as a ``.keras`` file
+        (the suffix replaced).
     plots : path, optional
         A folder (created with its parents if need be) for ``confusion_<model>.png`` and, with
         several models, ``precision.png``.
@@ -131,10 +133,10 @@ def train_and_evaluate(
         # core inside one fit instead.
         inner_jobs = (1 if ray_engine else jobs) if inner_parallel(name) else None
         estimators[name] = MODELS[name].make(seed, inner_jobs)
-        grids[name] = (
-            parse_grid(grid, set(estimators[name].get_params())) if grid is not None
-            else MODELS[name].grid
-        )
+        grids[name] = MODELS[name].grid
+        if grid is not None:
+            grids[name] = parse_grid(grid, set(estimators[name].get_params()))
+            check_grid_values(estimators[name], grids[name])
 
     from features import FeatureFile, schema
 
@@ -192,7 +194,7 @@ def train_and_evaluate(
             if json is not None:
                 result.to_json(suffixed(json, name, several))
             if save is not None:
-                result.save(suffixed(save, name, several))
+                log.info("saved %s to %s", name, result.save(suffixed(save, name, several)))
             if plot_dir is not None:
                 from .plots import confusion_png
 

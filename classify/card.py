@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +35,17 @@ def model_card(
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """A small JSON-ready description of a saved model."""
-    import sklearn
+    from .models import MODELS
+    from .report import library_versions
 
-    versions = {"python": platform.python_version(), "scikit-learn": sklearn.__version__}
-    if result.model == "xgb":
-        import xgboost
-
-        versions["xgboost"] = xgboost.__version__
+    # The labels of predict_proba's columns: all classes, but for an unfinished file whose
+    # last classes had no rows yet.
+    labels = getattr(result.estimator, "classes_", np.arange(len(label_names)))
     return {
         "model": result.model,
+        "file_format": MODELS[result.model].file_format,
         "classes": list(label_names),
+        "labels": [int(label) for label in labels],
         "best_params": result.best_params,
         "test_accuracy": float(accuracy_score(y_test, result.test_pred)),
         "test_macro_f1": float(f1_score(y_test, result.test_pred, average="macro", zero_division=0)),
@@ -53,5 +53,5 @@ def model_card(
         "features": os.fspath(features_path),
         "extraction": {k: provenance.get(k) for k in EXTRACTION_KEYS},
         "provenance": provenance,
-        "versions": versions,
+        "versions": library_versions(result.model),
     }

@@ -144,33 +144,52 @@ def recorded_weights_file(model_path: str | os.PathLike, ext: dict[str, Any]) ->
     return str(recorded)
 
 
-def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None) -> tuple[Any, dict, Any]:
-    """The estimator, its card, and the backbone its features need (loaded).
+def read_card(model_path: str | os.PathLike) -> dict[str, Any]:
+    """The model card saved beside ``model_path``, with its extraction settings; else a
+    one-line :class:`PredictError`.
 
-    ``weights`` None finds named weights (``imagenet``, ``hed-bsds500``) by name, and a weights
-    file where the feature file recorded it (``weights_path``) if it is unchanged there.
+    Examples
+    --------
+    >>> read_card("f17.head.keras")["extraction"]["backbone"]  # doctest: +SKIP
+    'mobilenetv2'
     """
-    import joblib
-
-    from extract.backbones import NAMED_WEIGHTS, WeightsError, is_saved_model, load_backbone
-    from extract.tf_logs import start_keras
-
-    start_keras()  # without TensorFlow's C++ start-up lines (a no-op once Keras has started)
     card_file = card_path(model_path)
-    try:
-        estimator = joblib.load(model_path)
-    except (OSError, EOFError, ValueError) as exc:
-        raise PredictError(f"{model_path}: cannot load the model ({exc})") from None
     try:
         card = json.loads(card_file.read_text())
         ext = card["extraction"]
-    except (OSError, json.JSONDecodeError, KeyError):
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
         raise PredictError(
             f"{model_path}: no model card {card_file.name} beside it; save the model again "
             "with python -m classify --save"
         ) from None
     if not ext.get("backbone"):
         raise PredictError(f"{model_path}: trained on features without extraction settings")
+    return card
+
+
+def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None) -> tuple[Any, dict, Any]:
+    """The estimator, its card, and the backbone its features need (loaded).
+
+    ``weights`` None finds named weights (``imagenet``, ``hed-bsds500``) by name, and a weights
+    file where the feature file recorded it (``weights_path``) if it is unchanged there.
+    """
+    from extract.backbones import NAMED_WEIGHTS, WeightsError, is_saved_model, load_backbone
+    from extract.tf_logs import start_keras
+
+    from .model_files import load_estimator
+
+    start_keras()  # without TensorFlow's C++ start-up lines (a no-op once Keras has started)
+    if not Path(model_path).is_file():
+        keras_file = Path(model_path).with_suffix(".keras")
+        hint = f" (a head is saved as {keras_file.name}, which is there)" if keras_file.is_file() else ""
+        raise PredictError(f"{model_path}: no such model file{hint}")
+    card = read_card(model_path)
+    ext = card["extraction"]
+    try:
+        estimator = load_estimator(model_path, card)
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PredictError(f"{model_path}: cannot load the model ({first})") from None
     if weights is not None:
         wanted = os.fspath(weights)
     elif ext.get("weights") in NAMED_WEIGHTS:
@@ -281,7 +300,8 @@ def predict(
     Parameters
     ----------
     model_path : path
-        The saved model, ``M.joblib``; its card ``M.card.json`` must be beside it.
+        The saved model, ``M.joblib`` (a head: ``M.keras``); its card ``M.card.json`` must be
+        beside it.
     inputs : path or sequence of paths
         Image files and folders (searched recursively for images).
     weights : path, optional

@@ -32,7 +32,8 @@ def text_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]
             if result.selected_by == "log_loss" else ")"
         ),
         f"search time: {result.search_seconds:.1f} s for {len(result.cv_results)} candidates"
-        + (f" (in the {result.dim}-dim span of the training rows)" if result.projected else ""),
+        + (f" (in the {result.dim}-dim span of the training rows)" if result.projected else "")
+        + f"; final fit on all training rows {result.refit_seconds:.1f} s",
         f"test accuracy: {accuracy_score(y_test, result.test_pred):.4f} on {len(y_test)} images",
         "",
         report,
@@ -52,6 +53,29 @@ def per_class_report(result: SearchResult, y_test: np.ndarray, label_names: list
     )
 
 
+def library_versions(model: str) -> dict[str, str]:
+    """The versions of Python, scikit-learn and the libraries that fit registry model ``model``.
+
+    Examples
+    --------
+    >>> sorted(library_versions("xgb"))
+    ['python', 'scikit-learn', 'xgboost']
+    """
+    import importlib
+
+    import sklearn
+
+    from .models import MODELS
+
+    versions = {"python": platform.python_version(), "scikit-learn": sklearn.__version__}
+    for library in MODELS[model].libraries:
+        try:
+            versions[library] = getattr(importlib.import_module(library), "__version__", "unknown")
+        except ImportError:  # another Keras backend than TensorFlow, say
+            versions[library] = "not installed"
+    return versions
+
+
 def json_report(
     result: SearchResult,
     y_test: np.ndarray,
@@ -63,14 +87,7 @@ def json_report(
     settings: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything needed to compare this run with another on the same rows."""
-    import sklearn
-
     per_class = per_class_report(result, y_test, label_names)
-    versions = {"python": platform.python_version(), "scikit-learn": sklearn.__version__}
-    if result.model == "xgb":
-        import xgboost
-
-        versions["xgboost"] = xgboost.__version__
     return {
         "model": result.model,
         "features": os.fspath(features_path),
@@ -82,6 +99,7 @@ def json_report(
         "best_cv_log_loss": result.best_cv_log_loss,
         "cv_results": result.cv_results,
         "search_seconds": result.search_seconds,
+        "refit_seconds": result.refit_seconds,
         "search_dim": result.dim,
         "accuracy": float(accuracy_score(y_test, result.test_pred)),
         "report": per_class,
@@ -89,5 +107,5 @@ def json_report(
         "test_indices": [int(i) for i in test_indices],
         "test_labels": [int(t) for t in y_test],
         "test_predictions": [int(p) for p in result.test_pred],
-        "versions": versions,
+        "versions": library_versions(result.model),
     }

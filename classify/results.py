@@ -179,26 +179,26 @@ class ModelResult:
                           features_path=self.features_path, provenance=self.provenance)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save the estimator with joblib at ``path``, and its model card ``<stem>.card.json``
-        beside it, as ``python -m classify --save`` does; ``path`` is returned.
+        """Save the estimator at ``path`` and its model card ``<stem>.card.json`` beside it, as
+        ``python -m classify --save`` does; the path written is returned.
+
+        scikit-learn and XGBoost models are written with joblib. The ``head`` is written as a
+        Keras model file, never pickled: at ``path`` with the suffix ``.keras``.
 
         Examples
         --------
         >>> results["logreg"].save("logreg.joblib")  # doctest: +SKIP
         PosixPath('logreg.joblib')
+        >>> results["head"].save("head.joblib")  # doctest: +SKIP
+        PosixPath('head.keras')
         >>> from classify import predict
         >>> predict("logreg.joblib", "new_photos/")  # doctest: +SKIP
         """
-        import joblib
-
         from .card import card_path
+        from .model_files import save_estimator
 
-        path = Path(path)
         card = self.model_card()
-        try:
-            joblib.dump(self.estimator, path)
-        except OSError as exc:
-            raise ClassifyError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        path = save_estimator(self.estimator, path, self.name)
         write_text(card_path(path), json.dumps(card, indent=2, default=str) + "\n")
         return path
 

@@ -86,6 +86,7 @@ class SearchResult:
     projected: bool = False  # searched in the span of the training rows
     selected_by: str = "accuracy"  # the cross-validated score that chose best_params
     best_cv_log_loss: float | None = None  # when selected by log-loss
+    refit_seconds: float = 0.0  # the best parameters' fit on all training rows
 
 
 def run_search(
@@ -185,4 +186,5 @@ def run_search(
         projected=projection is not None,
         selected_by=select,
         best_cv_log_loss=cv_rows[chosen].get("mean_log_loss"),
+        refit_seconds=float(search.refit_time_),
     )

@@ -53,6 +53,30 @@ def parse_grid(grid: str | Mapping[str, Any], valid: set[str]) -> dict[str, list
     return {str(k): _candidates(v) for k, v in grid.items()}
 
 
+def check_grid_values(estimator: Any, grid: Mapping[str, list[Any]]) -> None:
+    """Refuse, in one line, a grid value the estimator would refuse in every fit of the
+    search (where the message would be buried in GridSearchCV's summary of failed fits).
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> check_grid_values(LogisticRegression(), {"C": [0.1, -1]})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    classify.errors.SettingsError: --grid: The 'C' parameter of LogisticRegression must be ... Got -1 instead.
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+
+    if not hasattr(estimator, "_parameter_constraints"):  # XGBoost checks only when it fits
+        return
+    for candidate in ParameterGrid(dict(grid)):
+        try:
+            clone(estimator).set_params(**candidate)._validate_params()
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"--grid: {str(exc).strip().splitlines()[0]}") from None
+
+
 def _candidates(value: Any) -> list[Any]:
     """A grid entry as a list of candidates: a single value is one candidate."""
     if hasattr(value, "tolist") and not isinstance(value, str):  # a NumPy array, as plain values

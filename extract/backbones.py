@@ -73,6 +73,9 @@ class Backbone:
     preprocess_in_model : bool
         The model's own first layers normalise ``[0, 255]`` RGB (``preprocess_input`` is the
         identity): EfficientNet, EfficientNetV2, ConvNeXt, MobileNetV3.
+    preprocess_mode : {"caffe", "tf", "torch", "none"}
+        The ``imagenet_utils.preprocess_input`` mode of its ``preprocess_input`` (``none``: the
+        identity).
     feature_layer : str
         Name of the layer (or operation) whose output the features come from by default: the
         last convolutional map. By name, never by position (ConvNeXt without its top ends in
@@ -99,6 +102,7 @@ class Backbone:
     min_size: int
     preprocessing: str
     preprocess_in_model: bool
+    preprocess_mode: str
     feature_layer: str
     top_layers: tuple[str, ...]
     flatten_dim: int
@@ -154,6 +158,9 @@ BACKBONES: dict[str, Backbone] = {entry["name"]: Backbone.from_zoo(entry) for en
 
 #: ``--preprocess`` choices for a saved model of your own: the registry's preprocessing modules.
 PREPROCESS_MODULES = ("none", *sorted({b.module for b in BACKBONES.values()}))
+
+#: The ``preprocess_mode`` of each of :data:`PREPROCESS_MODULES`.
+MODULE_PREPROCESS_MODES = {"none": "none", **{b.module: b.preprocess_mode for b in BACKBONES.values()}}
 
 
 @dataclass(frozen=True)
@@ -485,7 +492,8 @@ def _load_saved_model(path: str, pooling: str, image_size: int | None, precision
     backbone = Backbone(
         name=file.name, application="", module=preprocess, input_size=size, min_size=size,
         preprocessing=recorded_preprocessing(path, preprocess),
-        preprocess_in_model=preprocess == "none", feature_layer=layers[0], top_layers=(),
+        preprocess_in_model=preprocess == "none", preprocess_mode=MODULE_PREPROCESS_MODES[preprocess],
+        feature_layer=layers[0], top_layers=(),
         flatten_dim=0, avg_dim=0, imagenet_file="", imagenet_top_file="",
     )
     return LoadedBackbone(

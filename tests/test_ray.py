@@ -246,3 +246,18 @@ def test_classify_on_ray_gives_the_local_search(ray_installed, local, tmp_path):
 
 def test_classify_local_never_imports_ray(local):
     run_without_ray("classify", ["--features", str(local)])
+
+
+def test_head_on_ray_gives_the_local_search(ray_installed, local, tmp_path):
+    """The Keras head's fits as Ray tasks: the same candidates scored the same, the same head."""
+    grid = json.dumps({"hidden": [16], "dropout": [0.0, 0.5], "learning_rate": [1e-2]})
+    docs = {}
+    for engine in ("local", "ray"):
+        done = run_module("classify", "--features", local, "--model", "head", "--grid", grid,
+                          "--engine", engine, "--json", tmp_path / f"{engine}.json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        docs[engine] = json.loads((tmp_path / f"{engine}.json").read_text())
+    a, b = docs["local"], docs["ray"]
+    assert a["best_params"] == b["best_params"] and len(b["cv_results"]) == 2
+    assert [r["mean_test_score"] for r in a["cv_results"]] == [r["mean_test_score"] for r in b["cv_results"]]
+    assert b["settings"]["engine"] == "ray" and a["test_predictions"] == b["test_predictions"]

@@ -1,0 +1,312 @@
+"""A new dense head on the frozen backbone, trained on stored features: :class:`DenseHead`.
+
+The course recipe freezes the pretrained base and trains a small head on top of it
+(``Flatten -> Dense(D, relu) -> Dropout(0.5) -> Dense(C, softmax)``, RMSprop(0.001)). A frozen
+base maps each image to the same output every epoch (its BatchNormalization layers run in
+inference mode), so training that head on the rows of a feature file is the same training,
+without running the base over the images every epoch (and without image augmentation, which
+would change the base's output). ``tests/test_head.py`` proves it: the same head trained on
+stored features and as ``Model(frozen base -> head)`` on the images ends with equal weights.
+
+:class:`DenseHead` is a scikit-learn estimator, so the split, the cross-validated search, the
+reports, ``compare``, the model card and the Ray engine take it as they take ``logreg``. Its
+fitted network (``model_``) is a plain Keras model: saved as ``.keras``, never pickled.
+Keras (and TensorFlow) are imported when a head is fitted or loaded, not with this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+#: ``optimizer=`` choices, by Keras' class name.
+OPTIMIZERS = {"rmsprop": "RMSprop", "adam": "Adam", "sgd": "SGD"}
+
+#: Rows per ``predict`` call: the probabilities of a test set in a few calls.
+PREDICT_BATCH = 256
+
+
+def _keras() -> Any:
+    """Keras, started without TensorFlow's C++ start-up lines (see :mod:`extract.tf_logs`)."""
+    from extract.tf_logs import start_keras
+
+    start_keras()
+    import keras
+
+    return keras
+
+
+def build_head(dim: int, n_classes: int, *, hidden: int = 256, dropout: float = 0.5,
+               seed: int = 0) -> Any:
+    """The head as a Keras model from a feature row to class probabilities:
+    ``Dense(hidden, relu) -> Dropout(dropout) -> Dense(n_classes, softmax)`` (no hidden layer
+    when ``hidden`` is 0, no dropout layer when ``dropout`` is 0), its initial weights fixed by
+    ``seed``.
+
+    Examples
+    --------
+    >>> head = build_head(1280, 17, hidden=512, dropout=0.5)  # doctest: +SKIP
+    >>> [layer.name for layer in head.layers]  # doctest: +SKIP
+    ['features', 'hidden', 'dropout', 'probabilities']
+    """
+    keras = _keras()
+    inputs = keras.Input((dim,), name="features")
+    x = inputs
+    # Seeded initialisers and dropout: the same seed builds and trains the same network, with
+    # no change to the process's global random state.
+    if hidden:
+        x = keras.layers.Dense(hidden, activation="relu", name="hidden",
+                               kernel_initializer=keras.initializers.GlorotUniform(seed))(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=seed + 1, name="dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probabilities",
+                                 kernel_initializer=keras.initializers.GlorotUniform(seed + 2))(x)
+    return keras.Model(inputs, outputs, name="featurebank_head")
+
+
+def compile_head(model: Any, optimizer: str = "rmsprop", learning_rate: float = 1e-3) -> Any:
+    """``model`` compiled for training on integer labels (sparse categorical cross-entropy).
+
+    Examples
+    --------
+    >>> head = compile_head(build_head(1280, 17), "rmsprop", 1e-3)  # doctest: +SKIP
+    """
+    keras = _keras()
+    model.compile(optimizer=getattr(keras.optimizers, OPTIMIZERS[optimizer])(learning_rate=learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    return model
+
+
+def train_head(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 32, epochs: int = 100,
+               seed: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None,
+               patience: int = 10) -> tuple[int, int]:
+    """Train a compiled ``model`` on rows ``X`` and integer labels ``y``: each epoch the rows in
+    a new order drawn from ``seed``, in batches of ``batch_size``; with ``validation``, stop
+    once its loss has not improved for ``patience`` epochs and keep the weights of the best
+    epoch (Keras' ``EarlyStopping(restore_best_weights=True)`` rule). Returns the epochs
+    trained and the best epoch.
+
+    Written here rather than with ``model.fit``: fit draws its order of rows from global random
+    state (TensorFlow's global seed for arrays, Python's ``random`` for a ``PyDataset``) and its
+    input pipeline prefetches an epoch's first batches before a dataset can reshuffle, so two
+    fits with one seed ended with different weights (measured); this loop is repeatable and
+    leaves the caller's random state alone.
+
+    Examples
+    --------
+    >>> head = compile_head(build_head(X.shape[1], 17, dropout=0.0))  # doctest: +SKIP
+    >>> train_head(head, X, y, epochs=50, validation=(X_val, y_val), patience=10)  # doctest: +SKIP
+    (31, 21)
+    """
+    rng = np.random.default_rng(seed)
+    best_loss, best_weights, best_epoch, waited = np.inf, None, 0, 0
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), batch_size):
+            rows = order[start:start + batch_size]
+            model.train_on_batch(X[rows], y[rows])
+        if validation is None:
+            continue
+        loss = _cross_entropy(model, *validation)
+        if loss < best_loss:
+            best_loss, best_weights, best_epoch, waited = loss, model.get_weights(), epoch, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return epoch, best_epoch or epoch
+
+
+def _cross_entropy(model: Any, X: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of ``model``'s probabilities for rows ``X`` with labels ``y``."""
+    proba = _probabilities(model, X)
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
+
+
+def _probabilities(model: Any, X: np.ndarray) -> np.ndarray:
+    """``model``'s outputs for rows ``X``, float64, in batches of :data:`PREDICT_BATCH`.
+
+    Called eagerly: Keras' ``predict`` compiles a function per model, and a grid search makes
+    dozens of models (TensorFlow warns of retracing after five).
+    """
+    if not len(X):
+        return np.zeros((0, model.output_shape[-1]))
+    return np.concatenate([
+        np.asarray(model(X[start:start + PREDICT_BATCH], training=False), dtype=np.float64)
+        for start in range(0, len(X), PREDICT_BATCH)
+    ])
+
+
+def _validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation row indices: a stratified, seeded ``fraction`` of the rows held
+    out for early stopping (at least as many rows as classes). Rows of a class with fewer than
+    2 rows all train; with too few rows to hold any out, the validation part is empty."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    splittable = np.isin(y, classes[counts >= 2])
+    pool = rows[splittable]
+    n_classes = len(np.unique(y[pool]))
+    n_val = max(int(round(fraction * len(y))), n_classes)
+    if n_classes == 0 or len(pool) - n_val < n_classes:
+        return rows, rows[:0]
+    train, val = train_test_split(pool, test_size=n_val, stratify=y[pool], random_state=seed)
+    return np.sort(np.concatenate([train, rows[~splittable]])), np.sort(val)
+
+
+class DenseHead(ClassifierMixin, BaseEstimator):
+    """A dense head (``Dense(hidden, relu) -> Dropout -> Dense(C, softmax)``) trained on
+    feature rows with Keras: the frozen-base transfer-learning recipe as a scikit-learn
+    classifier.
+
+    Parameters
+    ----------
+    hidden : int
+        Width of the hidden ReLU layer; 0 for none (softmax on the features).
+    dropout : float
+        Dropout rate after the hidden layer (on the features when ``hidden`` is 0).
+    learning_rate : float
+        The optimizer's learning rate.
+    optimizer : {"rmsprop", "adam", "sgd"}
+        The recipe's RMSprop by default.
+    batch_size : int
+        Rows per training step.
+    epochs : int
+        Most epochs; training stops earlier when the validation loss has not improved for
+        ``patience`` epochs, and the weights of its best epoch are kept.
+    patience : int
+        Epochs without improvement of the validation loss before stopping.
+    validation_fraction : float
+        Share of the training rows held out (stratified) for early stopping; 0 trains all
+        ``epochs`` on every row.
+    random_state : int
+        A whole number (not None): seeds the initial weights, the dropout, the validation
+        slice and each epoch's order of rows: the same data and seed give the same network on
+        CPU.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The labels, in the order of ``predict_proba``'s columns.
+    model_ : keras.Model
+        The trained head, from a feature row to the probabilities of ``classes_`` (no optimizer).
+    epochs_ : int
+        Epochs trained; ``best_epoch_`` the one whose weights were kept.
+
+    Examples
+    --------
+    >>> from classify.head import DenseHead
+    >>> head = DenseHead(hidden=512, dropout=0.5).fit(X_train, y_train)  # doctest: +SKIP
+    >>> head.predict_proba(X_test).shape  # doctest: +SKIP
+    (340, 17)
+    >>> head.save("head.keras")  # doctest: +SKIP
+    """
+
+    # Declared so that callers can tell this estimator validates its parameters (in
+    # _validate_params, written out rather than with scikit-learn's private constraint types).
+    _parameter_constraints: dict = {}
+
+    def __init__(self, hidden: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
+                 optimizer: str = "rmsprop", batch_size: int = 32, epochs: int = 100,
+                 patience: int = 10, validation_fraction: float = 0.1, random_state: int = 0):
+        self.hidden = hidden
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        """Raise ``ValueError`` (one line) for a parameter out of range; scikit-learn's own
+        estimators check theirs under this name."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (isinstance(self.hidden, (int, np.integer)) and self.hidden >= 0):
+            raise ValueError(f"hidden must be a whole number of at least 0, got {self.hidden!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be above 0, got {self.learning_rate!r}")
+        for name in ("batch_size", "epochs", "patience"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction!r}")
+        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
+            raise ValueError(f"random_state must be a whole number, got {self.random_state!r}")
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> DenseHead:
+        """Train a new head on feature rows ``X`` and labels ``y``; returns ``self``."""
+        self._validate_params()
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows, features), got shape {X.shape}")
+        keras = _keras()
+        self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
+        self.n_features_in_ = X.shape[1]
+        seed = int(self.random_state)
+        model = compile_head(
+            build_head(X.shape[1], len(self.classes_), hidden=int(self.hidden),
+                       dropout=float(self.dropout), seed=seed),
+            self.optimizer, float(self.learning_rate),
+        )
+        train, validation = np.arange(len(X)), None
+        if self.validation_fraction > 0:
+            train, val = _validation_split(codes, self.validation_fraction, seed)
+            # Too few rows to hold some out (a tiny cross-validation fold): all epochs train.
+            validation = (X[val], codes[val]) if len(val) else None
+        self.epochs_, self.best_epoch_ = train_head(
+            model, X[train], codes[train], batch_size=int(self.batch_size), epochs=int(self.epochs),
+            seed=seed, validation=validation, patience=int(self.patience),
+        )
+        # The head alone, without the optimizer's state: what is saved, exported and predicted.
+        self.model_ = keras.Model(model.input, model.output, name=model.name)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of ``classes_``, one row per feature row."""
+        check_is_fitted(self, "model_")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has shape {X.shape}; this head takes rows of {self.n_features_in_} features")
+        proba = _probabilities(self.model_, np.ascontiguousarray(X, dtype=np.float32))
+        return proba / proba.sum(axis=1, keepdims=True)  # exactly 1 per row, in float64
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most probable label of each feature row."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the trained head as a Keras model file (``.keras``; ``keras.models.load_model``
+        reads it). The labels are not in it: :meth:`load` takes them back (the model card keeps
+        them)."""
+        check_is_fitted(self, "model_")
+        path = Path(path)
+        self.model_.save(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, classes: Any, **params: Any) -> DenseHead:
+        """A fitted head from a file written by :meth:`save`, with its ``classes``."""
+        keras = _keras()
+        head = cls(**params)
+        head.model_ = keras.models.load_model(path, compile=False)
+        head.classes_ = np.asarray(classes)
+        head.n_features_in_ = int(head.model_.input_shape[-1])
+        if head.model_.output_shape[-1] != len(head.classes_):
+            raise ValueError(f"{path}: the head has {head.model_.output_shape[-1]} outputs, "
+                             f"not one per class of {len(head.classes_)}")
+        return head
