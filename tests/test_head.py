@@ -44,8 +44,27 @@ def test_head_is_a_scikit_learn_classifier(blobs):
     assert set(head.predict(X)) <= {3, 7, 9}
     assert head.score(X, y) >= 0.95  # three classes 3 standard deviations apart
     assert 1 <= head.best_epoch_ <= head.epochs_ <= head.epochs
-    assert [layer.name for layer in head.model_.layers] == ["features", "hidden", "dropout", "probabilities"]
+    names = [layer.name for layer in head.model_.layers]
+    assert names == ["features", "scaling", "hidden", "dropout", "probabilities"]
     assert not getattr(head.model_, "compiled", False)  # the head alone, without training state
+
+
+@pytest.mark.parametrize("scaling", ["rms", "standard", "none"])
+def test_scaling_is_fitted_on_the_training_rows_and_saved_with_the_head(blobs, scaling, tmp_path):
+    X, y = blobs
+    X = X * 100.0  # features of a large range
+    head = DenseHead(hidden=8, scaling=scaling, validation_fraction=0.0, epochs=3).fit(X, y)
+    first = head.model_.layers[1]
+    if scaling == "rms":
+        assert first.scale == pytest.approx(1 / np.sqrt(np.mean(X.astype(np.float64) ** 2)), rel=1e-6)
+    elif scaling == "standard":
+        scaled = np.asarray(first(X))
+        np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-4)
+        np.testing.assert_allclose(scaled.std(axis=0), 1, atol=1e-3)
+    else:
+        assert first.name == "hidden"
+    loaded = DenseHead.load(head.save(tmp_path / "h.keras"), head.classes_)
+    np.testing.assert_array_equal(loaded.predict_proba(X), head.predict_proba(X))
 
 
 def test_head_training_is_repeatable_and_seeded(blobs):
@@ -62,6 +81,7 @@ def test_head_training_is_repeatable_and_seeded(blobs):
     ({"dropout": 1.0}, "dropout must lie in"),
     ({"hidden": -1}, "hidden must be"),
     ({"epochs": 0}, "epochs must be"),
+    ({"scaling": "minmax"}, "scaling must be one of rms, standard, none"),
 ])
 def test_bad_head_parameters_are_one_line(blobs, bad, message):
     with pytest.raises(ValueError, match=message):
@@ -120,8 +140,10 @@ def test_training_on_stored_features_is_training_the_frozen_base_with_the_head(
     base.trainable = False  # the recipe: BatchNormalization runs in inference mode too
     base_before = [w.copy() for w in base.get_weights()]
 
-    head_a = compile_head(build_head(X.shape[1], 3, hidden=32, dropout=0.0, seed=3), "rmsprop", 1e-3)
-    head_b = build_head(X.shape[1], 3, hidden=32, dropout=0.0, seed=3)
+    # Standardised with statistics of the stored rows: a fixed layer of the head either way.
+    shape = {"hidden": 32, "dropout": 0.0, "seed": 3, "scaling": "standard", "rows": X}
+    head_a = compile_head(build_head(X.shape[1], 3, **shape), "rmsprop", 1e-3)
+    head_b = build_head(X.shape[1], 3, **shape)
     inputs = keras.Input((96, 96, 3))
     whole = compile_head(keras.Model(inputs, head_b(base(inputs))), "rmsprop", 1e-3)
     initial = head_a.get_weights()
