@@ -20,8 +20,8 @@ Informational lines go to the ``classify`` logger at INFO.
 The pieces are usable on their own: ``models`` (the registry of classifiers), ``settings``
 (their checks), ``search`` (split and grid search), ``results``, ``report`` (text and JSON),
 ``comparison`` (side-by-side tables), ``plots``, ``card`` (model cards), ``prediction``,
-``imagenet``, ``head`` (the Keras dense head as a scikit-learn estimator), ``model_files``,
-``export``.
+``imagenet``, ``head`` (the Keras dense head as a scikit-learn estimator), ``finetune`` (the
+backbone's top layers trained from stored maps), ``model_files``, ``export``.
 Importing ``classify`` does not import TensorFlow, Ray, XGBoost or matplotlib; the calls that
 need them do.
 """

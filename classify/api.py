@@ -148,6 +148,14 @@ def train_and_evaluate(
         X = ff.load_features()
         y, label_names, provenance = ff.labels, ff.label_names, ff.attrs
         complete = bool(ff.attrs.get(schema.COMPLETE, True)) and ff.n_rows == len(ff.features)
+    for name in names:
+        if MODELS[name].needs_extraction:  # refused in one line before any search starts
+            from .card import EXTRACTION_KEYS
+            from .finetune import check_extraction
+
+            extraction = {key: provenance.get(key) for key in EXTRACTION_KEYS}
+            estimators[name].set_params(extraction=extraction,
+                                        weights=check_extraction(extraction, features_path))
     try:
         # The last classes of an unfinished file may not have been reached yet.
         train, test = stratified_split(y, test_size, seed, label_names,

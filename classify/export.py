@@ -198,7 +198,8 @@ def exported_model(model_path: str | os.PathLike, *, weights: str | os.PathLike 
     for layer in preprocess_layers(mode):
         x = layer(x)
     features = loaded.model(x)
-    if len(features.shape) > 2:  # pooling "flatten": rows as extraction stored them
+    takes_maps = MODELS[model].export == "keras" and len(estimator.model_.input_shape) > 2
+    if len(features.shape) > 2 and not takes_maps:  # pooling "flatten": rows as stored
         features = keras.layers.Flatten(name="flatten_features", dtype="float32")(features)
     if (ext.get("dtype") or "float32") == "float16":
         # The classifier was trained on features stored as float16: round them as storing did.

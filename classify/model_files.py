@@ -76,9 +76,9 @@ def load_estimator(path: str | os.PathLike, card: dict[str, Any]) -> Any:
     """
     model = card.get("model")
     if model in MODELS and MODELS[model].file_format == "keras":
-        from .head import DenseHead
-
-        return DenseHead.load(path, card["labels"], **card.get("best_params", {}))
+        # The registry's estimator class reads its own Keras file back (DenseHead, FineTune).
+        estimator_class = type(MODELS[model].make(0, None))
+        return estimator_class.load(path, card["labels"], **card.get("best_params", {}))
     import joblib
 
     return joblib.load(path)

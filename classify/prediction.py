@@ -167,13 +167,74 @@ def read_card(model_path: str | os.PathLike) -> dict[str, Any]:
     return card
 
 
+def weights_source(ext: dict[str, Any], source: str | os.PathLike,
+                   weights: str | os.PathLike | None = None) -> str | None:
+    """The weights to build the backbone of extraction settings ``ext`` with: ``weights`` when
+    given, named weights by name, else the file extraction read if it is still there unchanged
+    (:func:`recorded_weights_file`); ``source`` (a model or feature file) names the errors.
+
+    Examples
+    --------
+    >>> weights_source({"backbone": "vgg16", "weights": "hed-bsds500"}, "m.joblib")
+    'hed-bsds500'
+    """
+    from extract.backbones import NAMED_WEIGHTS
+
+    if weights is not None:
+        return os.fspath(weights)
+    if ext.get("weights") in NAMED_WEIGHTS:
+        return ext["weights"]
+    return recorded_weights_file(source, ext)
+
+
+def extraction_backbone(ext: dict[str, Any], source: str | os.PathLike,
+                        weights: str | os.PathLike | None = None, *, up_to: str | None = None) -> Any:
+    """The backbone that extraction settings ``ext`` (a feature file's attributes, or a model
+    card's ``extraction``) describe, loaded with the same weights (SHA-256 checked), layer,
+    pooling, image size, precision and preprocessing; ``source`` names the errors
+    (:class:`PredictError`, one line).
+
+    With ``up_to``, the backbone is built up to that layer with average pooling instead (for
+    the layers above the stored one, see :mod:`classify.finetune`).
+
+    Examples
+    --------
+    >>> from features import FeatureFile
+    >>> with FeatureFile("f17.hdf5") as ff:  # doctest: +SKIP
+    ...     loaded = extraction_backbone(ff.attrs, "f17.hdf5")
+    """
+    from extract.backbones import WeightsError, is_saved_model, load_backbone
+
+    wanted = weights_source(ext, source, weights)
+    backbone, preprocess = ext["backbone"], None
+    if is_saved_model(backbone):  # --backbone PATH.keras: the model file is its own weights
+        backbone, wanted = wanted, None
+        preprocessing = ext.get("preprocessing") or "none"
+        preprocess = "none" if preprocessing == "none" else preprocessing.split(".")[2]
+    layer = ext.get("layer") if up_to is None else up_to
+    try:
+        loaded = load_backbone(backbone, wanted, ext["pooling"] if up_to is None else "avg",
+                               int(ext["image_size"]), ext.get("precision") or "float32",
+                               layers=[layer] if layer else None, preprocess=preprocess,
+                               top=bool(ext.get("with_top")))
+    except (WeightsError, ValueError) as exc:  # ValueError: weights of another backbone
+        raise PredictError(f"{source}: {exc}") from None
+    other_layer = up_to is None and loaded.layer != ext.get("layer")
+    if loaded.weights_sha256 != ext.get("weights_sha256") or other_layer:
+        raise PredictError(
+            f"{source}: trained on {ext['backbone']} features from weights "
+            f"{ext.get('weights')} (sha256 {str(ext.get('weights_sha256'))[:12]}...), not from "
+            f"{loaded.weights} (sha256 {loaded.weights_sha256[:12]}...); features would not match"
+        )
+    return loaded
+
+
 def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None) -> tuple[Any, dict, Any]:
     """The estimator, its card, and the backbone its features need (loaded).
 
     ``weights`` None finds named weights (``imagenet``, ``hed-bsds500``) by name, and a weights
     file where the feature file recorded it (``weights_path``) if it is unchanged there.
     """
-    from extract.backbones import NAMED_WEIGHTS, WeightsError, is_saved_model, load_backbone
     from extract.tf_logs import start_keras
 
     from .model_files import load_estimator
@@ -190,31 +251,8 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PredictError(f"{model_path}: cannot load the model ({first})") from None
-    if weights is not None:
-        wanted = os.fspath(weights)
-    elif ext.get("weights") in NAMED_WEIGHTS:
-        wanted = ext["weights"]
-    else:
-        wanted = recorded_weights_file(model_path, ext)
-    backbone, preprocess = ext["backbone"], None
-    if is_saved_model(backbone):  # --backbone PATH.keras: the model file is its own weights
-        backbone, wanted = wanted, None
-        preprocessing = ext.get("preprocessing") or "none"
-        preprocess = "none" if preprocessing == "none" else preprocessing.split(".")[2]
-    try:
-        # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
-        loaded = load_backbone(backbone, wanted, ext["pooling"], int(ext["image_size"]),
-                               ext.get("precision") or "float32",
-                               layers=[ext["layer"]] if ext.get("layer") else None, preprocess=preprocess,
-                               top=bool(ext.get("with_top")))
-    except (WeightsError, ValueError) as exc:  # ValueError: weights of another backbone
-        raise PredictError(f"{model_path}: {exc}") from None
-    if loaded.weights_sha256 != ext.get("weights_sha256") or loaded.layer != ext.get("layer"):
-        raise PredictError(
-            f"{model_path}: trained on {ext['backbone']} features from weights "
-            f"{ext.get('weights')} (sha256 {str(ext.get('weights_sha256'))[:12]}...), not from "
-            f"{loaded.weights} (sha256 {loaded.weights_sha256[:12]}...); features would not match"
-        )
+    # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
+    loaded = extraction_backbone(ext, model_path, weights)
     return estimator, card, loaded
 
 

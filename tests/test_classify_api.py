@@ -351,9 +351,19 @@ def test_import_stays_light():
 def test_docstring_examples_run():
     import doctest
 
-    from classify import comparison, export, model_files, plots, prediction, report, results, settings
+    from classify import (
+        comparison,
+        export,
+        finetune,
+        model_files,
+        plots,
+        prediction,
+        report,
+        results,
+        settings,
+    )
 
-    for module in (comparison, export, model_files, plots, prediction, report, results, settings):
+    for module in (comparison, export, finetune, model_files, plots, prediction, report, results, settings):
         outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert outcome.failed == 0 and outcome.attempted > 0, module.__name__
 

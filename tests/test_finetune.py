@@ -1,0 +1,145 @@
+"""Fine-tuning from stored maps (groundwork): the layers above a stored layer, trained on the
+stored maps, take the same step as through the whole frozen-below network on the images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_subset
+
+from classify import SettingsError
+from classify.finetune import stored_maps, top_of_backbone
+from features import FeatureFile
+
+CLASSES = ["crocus", "daisy", "sunflower"]
+LAYER = "block_15_add"  # MobileNetV2: the last two blocks (16 and the 1x1 conv) lie above it
+
+
+def test_one_step_from_stored_maps_is_the_step_through_the_network(flowers17, mobilenetv2_notop, tmp_path):
+    import keras
+
+    from extract import extract_features, load_backbone
+    from extract.images import load_image
+
+    data = make_subset(flowers17, tmp_path / "f17", CLASSES, per_class=4)
+    features = tmp_path / "maps.hdf5"
+    extract_features(data, output=features, backbone="mobilenetv2", weights=mobilenetv2_notop,
+                     pooling="flatten", image_size=96, layers=[LAYER], progress=False)
+    with FeatureFile(features) as ff:
+        rows, y, paths = ff.load_features(), ff.labels, ff.paths
+    images = np.stack([load_image(data / p, (96, 96), "nearest") for p in paths])
+
+    def head_on(top):
+        inputs = keras.Input(top.input_shape[1:])
+        dense = keras.layers.Dense(3, activation="softmax",
+                                   kernel_initializer=keras.initializers.GlorotUniform(7))
+        return keras.Model(inputs, dense(top(inputs)))
+
+    # (a) the layers above LAYER and a head, on the stored maps
+    a = load_backbone("mobilenetv2", mobilenetv2_notop, "avg", 96)
+    top_a = top_of_backbone(a, LAYER)
+    maps = stored_maps(rows, top_a.input_shape[1:])
+    model_a = head_on(top_a)
+    # (b) the same, below a frozen copy of the layers up to LAYER, on the images
+    b = load_backbone("mobilenetv2", mobilenetv2_notop, "avg", 96)
+    top_b = top_of_backbone(b, LAYER)
+    bottom = keras.Model(b.model.input, b.model.get_layer(LAYER).output)
+    bottom.trainable = False
+    images_in = keras.Input((96, 96, 3))
+    model_b = keras.Model(images_in, head_on(top_b)(bottom(images_in)))
+    assert [w.shape for w in model_a.trainable_weights] == [w.shape for w in model_b.trainable_weights]
+
+    def trained_part(model, top):  # the top block's weights and the head's
+        return top.get_weights() + model.layers[-1].get_weights()
+
+    def part_of_b():
+        return top_b.get_weights() + model_b.layers[-1].layers[-1].get_weights()
+
+    for wa, wb in zip(trained_part(model_a, top_a), part_of_b(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    before = trained_part(model_a, top_a)
+    for model in (model_a, model_b):
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss="sparse_categorical_crossentropy")
+    model_a.train_on_batch(maps, y)
+    model_b.train_on_batch(b.backbone.preprocess_input(images.astype(np.float32)), y)
+    after = trained_part(model_a, top_a)
+    moved = [np.abs(new - old).max() for new, old in zip(after[:len(top_a.weights)], before, strict=False)]
+    assert max(moved) > 1e-4  # the step changed the top block, not only the head
+    for wa, wb in zip(after, part_of_b(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+
+
+def test_a_layer_inside_a_residual_block_is_refused_in_one_line():
+    from extract import load_backbone
+
+    loaded = load_backbone("mobilenetv2", None, "avg", 32)
+    with pytest.raises(SettingsError, match=r"layer 'block_15_project_BN' of mobilenetv2 is inside a block"):
+        top_of_backbone(loaded, "block_15_project_BN")  # block_15_add also takes block_14_add
+
+
+def test_rows_that_are_not_maps_are_refused():
+    with pytest.raises(SettingsError, match="extract the layer with --pooling flatten"):
+        stored_maps(np.zeros((2, 160), dtype=np.float32), (3, 3, 160))
+
+
+@pytest.fixture(scope="module")
+def maps_file(flowers17, mobilenetv2_notop, tmp_path_factory):
+    from extract import extract_features
+
+    tmp = tmp_path_factory.mktemp("finetune")
+    data = make_subset(flowers17, tmp / "f17", CLASSES, per_class=10)
+    features = tmp / "maps.hdf5"
+    extract_features(data, output=features, backbone="mobilenetv2", weights=mobilenetv2_notop,
+                     pooling="flatten", image_size=96, layers=[LAYER], progress=False)
+    return data, features
+
+
+def test_finetune_trains_saves_predicts_and_exports(maps_file, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from test_export import FRESH
+
+    from classify import export_model, predict, train_and_evaluate
+    from extract.images import load_image
+
+    data, features = maps_file
+    grid = {"learning_rate": [0.01], "warmup_epochs": [2], "epochs": [3]}
+    result = train_and_evaluate(features, "finetune", grid=grid)["finetune"]
+    tuned = result.estimator
+    assert tuned.extraction["layer"] == LAYER and tuned.epochs_[0] >= 1 and tuned.epochs_[1] >= 1
+    assert "model: finetune" in result.report
+    saved = result.save(tmp_path / "ft.joblib")
+    assert saved.suffix == ".keras"
+    with FeatureFile(features) as ff:
+        rows, paths = ff.load_features(), ff.paths
+    expected = tuned.predict(rows)
+    by_path = {p.path: p for p in predict(saved, data, top=3, progress=False)}
+    assert [by_path[str(data / p)].predicted for p in paths] == [CLASSES[label] for label in expected]
+
+    out = tmp_path / "ft_export.keras"
+    assert export_model(saved, out).classes == CLASSES
+    images = np.stack([load_image(data / p, (96, 96), "nearest") for p in paths])
+    np.save(tmp_path / "images.npy", images)
+    done = subprocess.run([sys.executable, "-c", FRESH, out, tmp_path / "images.npy", tmp_path / "u8.npy",
+                           tmp_path / "f32.npy", tmp_path / "classes.json"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "classes.json").read_text()) == CLASSES
+    got = np.load(tmp_path / "u8.npy")
+    want = np.array([[dict(by_path[str(data / p)].top)[c] for c in CLASSES] for p in paths])
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_finetune_refuses_files_without_maps_above_in_one_line(flowers17, mobilenetv2_notop, tmp_path):
+    from classify import ClassifyError, train_and_evaluate
+    from extract import extract_features
+
+    data = make_subset(flowers17, tmp_path / "f17", CLASSES, per_class=3)
+    last = tmp_path / "last.hdf5"
+    extract_features(data, output=last, backbone="mobilenetv2", weights=mobilenetv2_notop,
+                     pooling="flatten", image_size=32, progress=False)
+    with pytest.raises(ClassifyError, match=r"out_relu is mobilenetv2's last feature layer, with nothing"):
+        train_and_evaluate(last, "finetune")
