@@ -164,7 +164,8 @@ MODELS: dict[str, ModelSpec] = {
             "finetune",
             "fine-tuned top of the backbone",
             _finetune,
-            # The recipe's SGD rate and ten times it (not yet measured on a whole dataset).
+            # The recipe's SGD rate and ten times it; on MobileNetV2 maps of Flowers-17 above
+            # block_15_add the search chose 1e-3 (0.9529 test accuracy, README).
             {"learning_rate": [1e-3, 1e-2]},
             "the backbone's layers above the stored layer and a dense head: head warmed up "
             "(RMSprop), then all fine-tuned (SGD, momentum); needs --layer L --pooling flatten",
