@@ -108,8 +108,13 @@ from its maps: extract them with --layer LAYER --pooling flatten (this file: blo
         raise ClassifyError(f"{source}: {layer} is {name}'s last feature layer, with nothing above it "
                             "to fine-tune; extract an earlier one (--layer), e.g. the end of the "
                             "last block but one")
+    from extract.errors import ExtractError
+
     found = weights_source(ext, source, weights)
-    top_of_backbone(extraction_backbone(ext, source, found, up_to=backbone.feature_layer), layer)
+    try:
+        top_of_backbone(extraction_backbone(ext, source, found, up_to=backbone.feature_layer), layer)
+    except (SettingsError, ExtractError) as exc:  # the file's fault: one line, exit status 1
+        raise ClassifyError(f"{source}: {exc}") from None
     return found
 
 
@@ -254,4 +259,7 @@ class FineTune(ClassifierMixin, BaseEstimator):
         tuned.model_ = keras.models.load_model(path, compile=False)
         tuned.classes_ = np.asarray(classes)
         tuned.n_features_in_ = int(np.prod(tuned.model_.input_shape[1:]))
+        if tuned.model_.output_shape[-1] != len(tuned.classes_):
+            raise ValueError(f"{path}: the model has {tuned.model_.output_shape[-1]} outputs, "
+                             f"not one per class of {len(tuned.classes_)}")
         return tuned

@@ -143,3 +143,10 @@ def test_finetune_refuses_files_without_maps_above_in_one_line(flowers17, mobile
                      pooling="flatten", image_size=32, progress=False)
     with pytest.raises(ClassifyError, match=r"out_relu is mobilenetv2's last feature layer, with nothing"):
         train_and_evaluate(last, "finetune")
+    inside = tmp_path / "inside.hdf5"
+    extract_features(data, output=inside, backbone="mobilenetv2", weights=mobilenetv2_notop,
+                     pooling="flatten", image_size=32, layers=["block_15_project_BN"], progress=False)
+    with pytest.raises(ClassifyError) as caught:
+        train_and_evaluate(inside, "finetune")
+    assert not isinstance(caught.value, SettingsError)  # the file's fault: exit status 1
+    assert str(caught.value).startswith(f"{inside}: layer 'block_15_project_BN' of mobilenetv2 is inside")
