@@ -27,3 +27,18 @@ def check_count(setting: str, value: object) -> None:
     """Raise :class:`SettingsError` unless ``value`` is a whole number of at least 1."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SettingsError(f"{named(setting)} must be a whole number of at least 1, got {value!r}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (a library's error can run to many), or its type's
+    name when it has none: what a one-line error quotes of it.
+
+    Examples
+    --------
+    >>> first_line(ValueError("bad layer\\nTraceback of the graph ..."))
+    'bad layer'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

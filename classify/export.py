@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ClassifyError, SettingsError
+from .errors import ClassifyError, SettingsError, first_line
 from .models import MODELS
 
 #: The member of the ``.keras`` zip that records the class names and the model's making.
@@ -287,8 +287,7 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, *,
     except ClassifyError:
         raise
     except (ValueError, AttributeError, TypeError) as exc:  # a model Keras or the fold cannot take
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{model_path}: cannot build the Keras model ({first})") from None
+        raise ExportError(f"{model_path}: cannot build the Keras model ({first_line(exc)})") from None
     # Written beside the output and renamed over it once complete, so an interrupted export
     # leaves no half-written model under the output's name (Keras writes in place).
     partial = output.with_name(f".{output.stem}.partial.keras")
@@ -300,8 +299,7 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, *,
     except OSError as exc:
         raise ExportError(f"{output}: cannot write ({exc.strerror or exc})") from None
     except (ValueError, TypeError) as exc:  # Keras cannot serialise a layer of the backbone
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{output}: Keras cannot save the model ({first})") from None
+        raise ExportError(f"{output}: Keras cannot save the model ({first_line(exc)})") from None
     finally:
         partial.unlink(missing_ok=True)
     size = metadata["input"]["shape"]

@@ -13,14 +13,12 @@ stored maps equals the same step through the whole network on the images.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
 
-from .errors import SettingsError
+from .errors import SettingsError, first_line
+from .head import KerasClassifier
 
 
 def top_of_backbone(loaded: Any, from_layer: str) -> Any:
@@ -51,7 +49,7 @@ def top_of_backbone(loaded: Any, from_layer: str) -> Any:
     except ValueError as exc:  # Keras: the graph above needs tensors from below the layer
         raise SettingsError(
             f"layer {from_layer!r} of {loaded.backbone.name} is inside a block whose connections skip "
-            f"over it ({str(exc).strip().splitlines()[0][:80]}...); store the output of a whole block"
+            f"over it ({first_line(exc)[:80]}...); store the output of a whole block"
         ) from None
     for layer in top.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -118,7 +116,7 @@ from its maps: extract them with --layer LAYER --pooling flatten (this file: blo
     return found
 
 
-class FineTune(ClassifierMixin, BaseEstimator):
+class FineTune(KerasClassifier):
     """The backbone's layers above the stored layer, with a new dense head, fine-tuned on the
     stored maps in the recipe's two phases: the head warmed up with the layers frozen
     (RMSprop), then everything trained at a lower rate (SGD with momentum); BatchNormalization
@@ -144,9 +142,6 @@ class FineTune(ClassifierMixin, BaseEstimator):
     >>> from classify import train_and_evaluate
     >>> result = train_and_evaluate("f17.block_15_add.hdf5", "finetune")["finetune"]  # doctest: +SKIP
     """
-
-    # Declared so callers can tell it validates its parameters (in _validate_params).
-    _parameter_constraints: dict = {}
 
     def __init__(self, hidden: int = 256, dropout: float = 0.5, warmup_epochs: int = 25,
                  warmup_learning_rate: float = 1e-3, learning_rate: float = 1e-3,
@@ -230,36 +225,5 @@ class FineTune(ClassifierMixin, BaseEstimator):
         self.model_ = keras.Model(model.input, model.output, name=model.name)
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities of ``classes_`` for stored map rows ``X``."""
-        from .head import _probabilities
-
-        check_is_fitted(self, "model_")
-        maps = stored_maps(np.asarray(X, dtype=np.float32), tuple(self.model_.input_shape[1:]))
-        proba = _probabilities(self.model_, maps)
-        return proba / proba.sum(axis=1, keepdims=True)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """The most probable label of each row."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the fine-tuned layers and head as one ``.keras`` file (maps to probabilities)."""
-        check_is_fitted(self, "model_")
-        self.model_.save(path)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, classes: Any, **params: Any) -> FineTune:
-        """A fitted model from a file written by :meth:`save`, with its ``classes``."""
-        from .head import _keras
-
-        keras = _keras()
-        tuned = cls(**params)
-        tuned.model_ = keras.models.load_model(path, compile=False)
-        tuned.classes_ = np.asarray(classes)
-        tuned.n_features_in_ = int(np.prod(tuned.model_.input_shape[1:]))
-        if tuned.model_.output_shape[-1] != len(tuned.classes_):
-            raise ValueError(f"{path}: the model has {tuned.model_.output_shape[-1]} outputs, "
-                             f"not one per class of {len(tuned.classes_)}")
-        return tuned
+    def _model_input(self, X: np.ndarray) -> np.ndarray:
+        return stored_maps(np.asarray(X, dtype=np.float32), tuple(self.model_.input_shape[1:]))

@@ -179,7 +179,62 @@ def _validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nda
     return np.sort(np.concatenate([train, rows[~splittable]])), np.sort(val)
 
 
-class DenseHead(ClassifierMixin, BaseEstimator):
+class KerasClassifier(ClassifierMixin, BaseEstimator):
+    """What the Keras-trained estimators share (:class:`DenseHead`, and
+    :class:`classify.finetune.FineTune`): a fitted ``model_`` from rows to the probabilities of
+    ``classes_``, predicted eagerly in batches, saved as a ``.keras`` file and read back.
+    Subclasses say how rows become the model's input (:meth:`_model_input`).
+
+    Examples
+    --------
+    >>> head = DenseHead().fit(X, y)  # doctest: +SKIP
+    >>> DenseHead.load(head.save("h.keras"), head.classes_).predict(X)  # doctest: +SKIP
+    """
+
+    #: How messages name the model (``the head has 3 outputs``).
+    _what = "model"
+
+    # Declared so that callers can tell the estimator validates its parameters (in
+    # _validate_params, written out rather than with scikit-learn's private constraint types).
+    _parameter_constraints: dict = {}
+
+    def _model_input(self, X: np.ndarray) -> np.ndarray:
+        """Rows ``X`` as ``model_`` takes them, float32."""
+        raise NotImplementedError
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of ``classes_``, one row per row of ``X``."""
+        check_is_fitted(self, "model_")
+        proba = _probabilities(self.model_, self._model_input(X))
+        return proba / proba.sum(axis=1, keepdims=True)  # exactly 1 per row, in float64
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most probable label of each row."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``model_`` as a Keras model file (``.keras``; ``keras.models.load_model`` reads
+        it). The labels are not in it: :meth:`load` takes them back (the model card keeps them)."""
+        check_is_fitted(self, "model_")
+        path = Path(path)
+        self.model_.save(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, classes: Any, **params: Any) -> KerasClassifier:
+        """A fitted estimator from a file written by :meth:`save`, with its ``classes``."""
+        keras = _keras()
+        fitted = cls(**params)
+        fitted.model_ = keras.models.load_model(path, compile=False)
+        fitted.classes_ = np.asarray(classes)
+        fitted.n_features_in_ = int(np.prod(fitted.model_.input_shape[1:]))
+        if fitted.model_.output_shape[-1] != len(fitted.classes_):
+            raise ValueError(f"{path}: the {cls._what} has {fitted.model_.output_shape[-1]} outputs, "
+                             f"not one per class of {len(fitted.classes_)}")
+        return fitted
+
+
+class DenseHead(KerasClassifier):
     """A dense head (``Dense(hidden, relu) -> Dropout -> Dense(C, softmax)``) trained on
     feature rows with Keras: the frozen-base transfer-learning recipe as a scikit-learn
     classifier.
@@ -235,9 +290,7 @@ class DenseHead(ClassifierMixin, BaseEstimator):
     >>> head.save("head.keras")  # doctest: +SKIP
     """
 
-    # Declared so that callers can tell this estimator validates its parameters (in
-    # _validate_params, written out rather than with scikit-learn's private constraint types).
-    _parameter_constraints: dict = {}
+    _what = "head"
 
     def __init__(self, hidden: int = 256, dropout: float = 0.5, learning_rate: float = 1e-3,
                  optimizer: str = "rmsprop", batch_size: int = 32, epochs: int = 100,
@@ -304,37 +357,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
         self.model_ = keras.Model(model.input, model.output, name=model.name)
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities of ``classes_``, one row per feature row."""
-        check_is_fitted(self, "model_")
+    def _model_input(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has shape {X.shape}; this head takes rows of {self.n_features_in_} features")
-        proba = _probabilities(self.model_, np.ascontiguousarray(X, dtype=np.float32))
-        return proba / proba.sum(axis=1, keepdims=True)  # exactly 1 per row, in float64
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """The most probable label of each feature row."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the trained head as a Keras model file (``.keras``; ``keras.models.load_model``
-        reads it). The labels are not in it: :meth:`load` takes them back (the model card keeps
-        them)."""
-        check_is_fitted(self, "model_")
-        path = Path(path)
-        self.model_.save(path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, classes: Any, **params: Any) -> DenseHead:
-        """A fitted head from a file written by :meth:`save`, with its ``classes``."""
-        keras = _keras()
-        head = cls(**params)
-        head.model_ = keras.models.load_model(path, compile=False)
-        head.classes_ = np.asarray(classes)
-        head.n_features_in_ = int(head.model_.input_shape[-1])
-        if head.model_.output_shape[-1] != len(head.classes_):
-            raise ValueError(f"{path}: the head has {head.model_.output_shape[-1]} outputs, "
-                             f"not one per class of {len(head.classes_)}")
-        return head
+        return np.ascontiguousarray(X, dtype=np.float32)

@@ -112,6 +112,13 @@ def _xgboost(seed: int, jobs: int | None) -> BaseEstimator:
 # features: 15 minutes).
 HEAD_GRID: dict[str, list[Any]] = {"hidden": [256, 512], "dropout": [0.0, 0.5], "learning_rate": [1e-3, 1e-4]}
 
+# What the Keras-trained models (classify.head.KerasClassifier) have in common: chosen by
+# log-loss, saved and exported as Keras models, TensorFlow using every core inside one fit.
+KERAS_TRAINED: dict[str, Any] = {
+    "select": "log_loss", "file_format": "keras", "export": "keras", "parallel_inside": True,
+    "libraries": ("keras", "tensorflow"),
+}
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -154,11 +161,7 @@ MODELS: dict[str, ModelSpec] = {
             HEAD_GRID,
             "a new dense head, Dense(hidden, relu) -> Dropout -> Dense(softmax), trained with "
             "Keras (RMSprop, early stopping on a validation slice): the frozen-base recipe",
-            select="log_loss",
-            file_format="keras",
-            export="keras",
-            parallel_inside=True,
-            libraries=("keras", "tensorflow"),
+            **KERAS_TRAINED,
         ),
         ModelSpec(
             "finetune",
@@ -169,11 +172,7 @@ MODELS: dict[str, ModelSpec] = {
             {"learning_rate": [1e-3, 1e-2]},
             "the backbone's layers above the stored layer and a dense head: head warmed up "
             "(RMSprop), then all fine-tuned (SGD, momentum); needs --layer L --pooling flatten",
-            select="log_loss",
-            file_format="keras",
-            export="keras",
-            parallel_inside=True,
-            libraries=("keras", "tensorflow"),
+            **KERAS_TRAINED,
             needs_extraction=True,
         ),
     )

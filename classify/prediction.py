@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .card import card_path
-from .errors import ClassifyError, check_count
+from .errors import ClassifyError, check_count, first_line
 
 
 class PredictError(ClassifyError):
@@ -249,8 +249,7 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
     try:
         estimator = load_estimator(model_path, card)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PredictError(f"{model_path}: cannot load the model ({first})") from None
+        raise PredictError(f"{model_path}: cannot load the model ({first_line(exc)})") from None
     # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
     loaded = extraction_backbone(ext, model_path, weights)
     return estimator, card, loaded

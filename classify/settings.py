@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import SettingsError, named
+from .errors import SettingsError, first_line, named
 from .models import MODELS
 
 #: ``engine=`` choices: this machine's cores, or a Ray cluster.
@@ -74,7 +74,7 @@ def check_grid_values(estimator: Any, grid: Mapping[str, list[Any]]) -> None:
         try:
             clone(estimator).set_params(**candidate)._validate_params()
         except (ValueError, TypeError) as exc:
-            raise SettingsError(f"--grid: {str(exc).strip().splitlines()[0]}") from None
+            raise SettingsError(f"--grid: {first_line(exc)}") from None
 
 
 def _candidates(value: Any) -> list[Any]:

@@ -353,6 +353,7 @@ def test_docstring_examples_run():
 
     from classify import (
         comparison,
+        errors,
         export,
         finetune,
         model_files,
@@ -363,7 +364,8 @@ def test_docstring_examples_run():
         settings,
     )
 
-    for module in (comparison, export, finetune, model_files, plots, prediction, report, results, settings):
+    for module in (comparison, errors, export, finetune, model_files, plots, prediction, report,
+                   results, settings):
         outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert outcome.failed == 0 and outcome.attempted > 0, module.__name__
 
