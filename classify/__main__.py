@@ -45,6 +45,7 @@ examples:
   python -m classify --features flowers17.hdf5 --model logreg rf xgb --json f17.json
   python -m classify compare f17.logreg.json f17.xgb.json --plots figures/
   python -m classify --features flowers17.hdf5 --model head logreg --save f17.joblib
+  python -m classify --features f17_block15.hdf5 --model finetune --augment --tta --json ft.json
   python -m classify predict --model rf.joblib new_photos/ --output predictions.csv
   python -m classify predict --imagenet --backbone mobilenetv2 --weights W.weights.h5 photos/
   python -m classify export --model f17.head.keras --output f17_classifier.keras
@@ -126,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", metavar="DIR", help="write confusion_<model>.png per model and, with "
                    "several models, precision.png (per-class precision side by side) into DIR "
                    "(created if need be)")
+    p.add_argument("--augment", action="store_true",
+                   help="train on the training images' mirrors too (a file extracted with "
+                        "--augment flip); folds and test are scored on images, never mirrors")
+    p.add_argument("--tta", action="store_true",
+                   help="score each test image by the mean of its and its mirror's probabilities "
+                        "(a file extracted with --augment flip)")
     p.add_argument("--allow-partial", action="store_true",
                    help="use the committed rows of a file whose extraction did not finish")
     p.add_argument("--verbose", "-v", action="count", default=0, help="show the search's progress")
@@ -184,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             results = train_and_evaluate(
                 args.features, args.model, grid=args.grid, test_size=args.test_size,
                 seed=args.seed, folds=args.folds, jobs=args.jobs, allow_partial=args.allow_partial,
+                augment=args.augment, tta=args.tta,
                 engine=args.engine, ray_address=args.ray_address, verbose=args.verbose,
                 json=args.json, save=args.save, plots=args.plots, on_result=show,
             )

@@ -38,6 +38,8 @@ def train_and_evaluate(
     folds: int = 3,
     jobs: int = -1,
     allow_partial: bool = False,
+    augment: bool = False,
+    tta: bool = False,
     engine: str = "local",
     ray_address: str | None = None,
     verbose: int = 0,
@@ -73,6 +75,14 @@ def train_and_evaluate(
         Parallel jobs; -1 uses every core.
     allow_partial : bool
         Use the committed rows of a file whose extraction did not finish.
+    augment : bool
+        Train on the training rows' mirrored images too (the file's ``mirror_features``,
+        ``extract --augment flip``): in every cross-validation fold and in the final fit.
+        Folds are scored on images only, never on mirrors; test images and their mirrors
+        never train. Every model takes it.
+    tta : bool
+        Score each test image by the mean of its and its mirror's probabilities (test-time
+        augmentation); the folds' scores, which choose the parameters, are not averaged.
     engine : {"local", "ray"}
         ``ray`` runs every cross-validation fit as a Ray task on the cluster at
         ``ray_address`` (default ``$RAY_ADDRESS``, else a local instance).
@@ -124,7 +134,7 @@ def train_and_evaluate(
     """
     names = check_models(models)
     check_settings(models=names, grid=grid, test_size=test_size, seed=seed, folds=folds, jobs=jobs,
-                   engine=engine, verbose=verbose)
+                   engine=engine, verbose=verbose, augment=augment, tta=tta)
     several = len(names) > 1
     ray_engine = engine == "ray"
     estimators, grids = {}, {}
@@ -146,6 +156,10 @@ def train_and_evaluate(
     features_path = os.fspath(features)
     with FeatureFile(features_path, allow_partial=allow_partial) as ff:
         X = ff.load_features()
+        if augment or tta:  # one line naming the file and the fix, before any search
+            mirror = ff.load_mirror_features()
+        else:
+            mirror = None
         y, label_names, provenance = ff.labels, ff.label_names, ff.attrs
         complete = bool(ff.attrs.get(schema.COMPLETE, True)) and ff.n_rows == len(ff.features)
     for name in names:
@@ -173,8 +187,9 @@ def train_and_evaluate(
         for name in names:
             spec, model_grid = MODELS[name], grids[name]
             log.info(
-                "%d rows, %d features, %d classes; %d train / %d test; searching %s over %s",
-                len(y), X.shape[1], len(label_names), len(train), len(test), name,
+                "%d rows, %d features, %d classes; %d train%s / %d test%s; searching %s over %s",
+                len(y), X.shape[1], len(label_names), len(train), " + their mirrors" if augment else "",
+                len(test), " (with their mirrors' probabilities)" if tta else "", name,
                 jsonlib.dumps(model_grid),
             )
             # Models that are parallel inside one fit search their grid one fit at a time.
@@ -184,12 +199,14 @@ def train_and_evaluate(
                     name, estimators[name], model_grid, X, y, train, test,
                     folds=folds, seed=seed, jobs=search_jobs, verbose=verbose,
                     row_space=spec.row_space, select=spec.select, label_names=label_names,
+                    mirror=mirror, augment=augment, tta=tta,
                 )
             except SplitError as exc:
                 raise SplitError(f"{features_path}: {exc}") from None
             settings = {
                 "model": name, "grid": model_grid, "test_size": test_size,
                 "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
+                "augment": augment, "tta": tta,
             }
             result = ModelResult(
                 name=name, search=search, label_names=label_names, test_indices=test,

@@ -50,6 +50,9 @@ def model_card(
         "test_accuracy": float(accuracy_score(y_test, result.test_pred)),
         "test_macro_f1": float(f1_score(y_test, result.test_pred, average="macro", zero_division=0)),
         "test_images": len(y_test),
+        # How it was trained and scored: predict scores each image once, without its mirror.
+        "augment": result.augment,
+        "tta": result.tta,
         "features": os.fspath(features_path),
         "extraction": {k: provenance.get(k) for k in EXTRACTION_KEYS},
         "provenance": provenance,

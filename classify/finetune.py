@@ -178,8 +178,10 @@ class FineTune(KerasClassifier):
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> FineTune:
-        """Fine-tune on stored map rows ``X`` and labels ``y``; returns ``self``."""
+    def fit(self, X: np.ndarray, y: np.ndarray, image_ids: np.ndarray | None = None,
+            mirrored: np.ndarray | None = None) -> FineTune:
+        """Fine-tune on stored map rows ``X`` and labels ``y``; returns ``self``. ``image_ids``
+        and ``mirrored`` mark mirrored rows as for :meth:`classify.head.DenseHead.fit`."""
         from extract.backbones import BACKBONES
 
         from .head import _keras, _validation_split, build_head, compile_head, train_head
@@ -199,7 +201,7 @@ class FineTune(KerasClassifier):
         seed = int(self.random_state)
         train, validation = np.arange(len(maps)), None
         if self.validation_fraction > 0:
-            train, val = _validation_split(codes, self.validation_fraction, seed)
+            train, val = _validation_split(codes, self.validation_fraction, seed, image_ids, mirrored)
             validation = (maps[val], codes[val]) if len(val) else None
         head = build_head(int(top.output_shape[-1]), len(self.classes_), hidden=int(self.hidden),
                           dropout=float(self.dropout), seed=seed)

@@ -161,10 +161,34 @@ def _probabilities(model: Any, X: np.ndarray) -> np.ndarray:
     ])
 
 
-def _validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _validation_split(
+    y: np.ndarray, fraction: float, seed: int, image_ids: np.ndarray | None = None,
+    mirrored: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation row indices: a stratified, seeded ``fraction`` of the rows held
     out for early stopping (at least as many rows as classes). Rows of a class with fewer than
-    2 rows all train; with too few rows to hold any out, the validation part is empty."""
+    2 rows all train; with too few rows to hold any out, the validation part is empty.
+
+    With ``mirrored`` (True for rows that are mirrored images, ``classify --augment``) and
+    ``image_ids`` (the image each row shows), validation rows are drawn from the other rows
+    only, as without mirrors, and the mirror of a validation image leaves the training rows:
+    a mirror never validates, and no image validates next to its own mirror in training.
+
+    Examples
+    --------
+    >>> y = np.array([0, 0, 1, 1, 0, 0, 1, 1])  # four images, then their mirrors
+    >>> train, val = _validation_split(y, 0.5, 0, np.arange(8) % 4, np.arange(8) >= 4)
+    >>> sorted(set(val % 4) & set(train % 4)), bool(np.all(val < 4))
+    ([], True)
+    """
+    if mirrored is not None:
+        if image_ids is None or len(image_ids) != len(y) or len(mirrored) != len(y):
+            raise ValueError("mirrored needs image_ids, one of each per row")
+        originals = np.flatnonzero(~np.asarray(mirrored, dtype=bool))
+        _, val = _validation_split(np.asarray(y)[originals], fraction, seed)
+        val = originals[val]
+        held = np.isin(image_ids, np.asarray(image_ids)[val])
+        return np.flatnonzero(~held), val
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(len(y))
@@ -329,8 +353,13 @@ class DenseHead(KerasClassifier):
         if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
             raise ValueError(f"random_state must be a whole number, got {self.random_state!r}")
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> DenseHead:
-        """Train a new head on feature rows ``X`` and labels ``y``; returns ``self``."""
+    def fit(self, X: np.ndarray, y: np.ndarray, image_ids: np.ndarray | None = None,
+            mirrored: np.ndarray | None = None) -> DenseHead:
+        """Train a new head on feature rows ``X`` and labels ``y``; returns ``self``.
+
+        ``image_ids`` and ``mirrored`` say which rows are mirrored images and of which image
+        (``classify --augment``): the validation slice then holds no mirror, and no mirror of
+        a validation image trains (see :func:`_validation_split`)."""
         self._validate_params()
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2:
@@ -341,7 +370,7 @@ class DenseHead(KerasClassifier):
         seed = int(self.random_state)
         train, validation = np.arange(len(X)), None
         if self.validation_fraction > 0:
-            train, val = _validation_split(codes, self.validation_fraction, seed)
+            train, val = _validation_split(codes, self.validation_fraction, seed, image_ids, mirrored)
             # Too few rows to hold some out (a tiny cross-validation fold): all epochs train.
             validation = (X[val], codes[val]) if len(val) else None
         model = compile_head(

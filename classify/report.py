@@ -33,8 +33,10 @@ def text_report(result: SearchResult, y_test: np.ndarray, label_names: list[str]
         ),
         f"search time: {result.search_seconds:.1f} s for {len(result.cv_results)} candidates"
         + (f" (in the {result.dim}-dim span of the training rows)" if result.projected else "")
-        + f"; final fit on all training rows {result.refit_seconds:.1f} s",
-        f"test accuracy: {accuracy_score(y_test, result.test_pred):.4f} on {len(y_test)} images",
+        + f"; final fit on all training rows {result.refit_seconds:.1f} s"
+        + (f" ({result.train_rows // 2} images and their mirrors)" if result.augment else ""),
+        f"test accuracy: {accuracy_score(y_test, result.test_pred):.4f} on {len(y_test)} images"
+        + (" (mean probabilities of each image and its mirror)" if result.tta else ""),
         "",
         report,
     ]
@@ -101,6 +103,9 @@ def json_report(
         "search_seconds": result.search_seconds,
         "refit_seconds": result.refit_seconds,
         "search_dim": result.dim,
+        "augment": result.augment,
+        "tta": result.tta,
+        "train_rows": result.train_rows,
         "accuracy": float(accuracy_score(y_test, result.test_pred)),
         "report": per_class,
         "label_names": label_names,

@@ -87,6 +87,42 @@ class SearchResult:
     selected_by: str = "accuracy"  # the cross-validated score that chose best_params
     best_cv_log_loss: float | None = None  # when selected by log-loss
     refit_seconds: float = 0.0  # the best parameters' fit on all training rows
+    augment: bool = False  # the training rows' mirrors trained too
+    tta: bool = False  # test rows scored by the mean of the image's and its mirror's probabilities
+    train_rows: int = 0  # rows the final fit saw, mirrors included
+
+
+def mirrored_training(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``classify --augment`` trains on, given the file's training rows ``train``:
+    ``image_ids`` (the file row of the image each one shows: ``train``, then ``train`` again)
+    and ``mirrored`` (False for the first half, the images; True for the second, their
+    mirrors). Test rows and their mirrors are never among them.
+
+    Examples
+    --------
+    >>> ids, mirrored = mirrored_training(np.array([0, 2, 5]))
+    >>> ids.tolist(), mirrored.tolist()
+    ([0, 2, 5, 0, 2, 5], [False, False, False, True, True, True])
+    """
+    train = np.asarray(train)
+    return np.concatenate([train, train]), np.repeat([False, True], len(train))
+
+
+def mirrored_folds(cv: Any, y_train: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``cv``'s folds of the training images, for rows laid out as :func:`mirrored_training`
+    lays them out (images, then their mirrors): each fold trains on its images and their
+    mirrors and is scored on its held-out images only, never on a mirror, and no held-out
+    image's mirror trains. The folds are the ones ``cv`` makes without mirrors.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import KFold
+    >>> [(fit.tolist(), score.tolist()) for fit, score in mirrored_folds(KFold(2), np.zeros(4))]
+    [([2, 3, 6, 7], [0, 1]), ([0, 1, 4, 5], [2, 3])]
+    """
+    n = len(y_train)
+    return [(np.concatenate([fit, fit + n]), score)
+            for fit, score in cv.split(np.zeros((n, 1)), y_train)]
 
 
 def run_search(
@@ -105,9 +141,19 @@ def run_search(
     row_space: bool = False,
     select: str = "accuracy",
     label_names: Sequence[str] | None = None,
+    mirror: np.ndarray | None = None,
+    augment: bool = False,
+    tta: bool = False,
 ) -> SearchResult:
     """Grid-search ``estimator`` with stratified k-fold CV on the training rows only, refit
     the best parameters on all training rows, and predict the test rows.
+
+    ``mirror`` holds the features of each row's image mirrored left to right (row for row
+    with ``X``). With ``augment`` the mirrors of the training rows train too, in every fold
+    and in the final fit (:func:`mirrored_folds`); folds are still scored on images only, and
+    an estimator whose ``fit`` takes ``image_ids`` and ``mirrored`` (the Keras models) is told
+    which rows are mirrors, for its own validation slice. With ``tta`` each test image is
+    scored by the mean of its and its mirror's probabilities (the folds' scores are not).
 
     With ``row_space`` (for L2-penalised linear models), when there are at least twice as many
     features as training rows, the search runs on the coordinates of the rows in the span of the centred
@@ -137,24 +183,45 @@ def run_search(
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     if select not in ("accuracy", "log_loss"):
         raise ValueError(f"select must be 'accuracy' or 'log_loss', got {select!r}")
+    if (augment or tta) and (mirror is None or np.shape(mirror) != np.shape(X)):
+        raise ValueError("augment and tta need mirror, the mirrored features of every row of X")
     scoring = {"accuracy": "accuracy"}
     if select == "log_loss":
         scoring["log_loss"] = "neg_log_loss"
+    fit_params: dict[str, np.ndarray] = {}
+    if augment:
+        X_fit = np.concatenate([X[train], mirror[train]])
+        y_fit = np.concatenate([y_train, y_train])
+        splits: Any = mirrored_folds(cv, y_train)
+        from sklearn.utils.validation import has_fit_parameter
+
+        if has_fit_parameter(estimator, "mirrored"):
+            image_ids, is_mirror = mirrored_training(train)
+            fit_params = {"image_ids": image_ids, "mirrored": is_mirror}
+    else:
+        X_fit, y_fit, splits = X[train], y_train, cv
+    X_test = X[test]
+    M_test = mirror[test] if tta else None
     search = GridSearchCV(
-        estimator, grid, cv=cv, n_jobs=jobs, scoring=scoring, refit=select, verbose=verbose
+        estimator, grid, cv=splits, n_jobs=jobs, scoring=scoring, refit=select, verbose=verbose
     )
     started = time.perf_counter()
     projection = None
     # Worth it only when it shrinks the problem several times (25,088 -> 1,020 for VGG16).
-    if row_space and X.shape[1] >= 2 * len(train):
+    if row_space and X.shape[1] >= 2 * len(X_fit):
         from sklearn.decomposition import PCA
 
-        projection = PCA(svd_solver="full").fit(X[train])
-        X = projection.transform(X)
-    search.fit(X[train], y_train)
+        projection = PCA(svd_solver="full").fit(X_fit)
+        X_fit, X_test = projection.transform(X_fit), projection.transform(X_test)
+        M_test = projection.transform(M_test) if tta else None
+    search.fit(X_fit, y_fit, **fit_params)
     seconds = time.perf_counter() - started
     best = search.best_estimator_
-    test_pred = best.predict(X[test])
+    if tta:
+        proba = (best.predict_proba(X_test) + best.predict_proba(M_test)) / 2
+        test_pred = best.classes_[np.argmax(proba, axis=1)]
+    else:
+        test_pred = best.predict(X_test)
     if projection is not None:
         from sklearn.pipeline import Pipeline
 
@@ -182,9 +249,12 @@ def run_search(
         cv_results=cv_rows,
         search_seconds=seconds,
         test_pred=test_pred,
-        dim=X.shape[1],
+        dim=X_fit.shape[1],
         projected=projection is not None,
         selected_by=select,
         best_cv_log_loss=cv_rows[chosen].get("mean_log_loss"),
         refit_seconds=float(search.refit_time_),
+        augment=augment,
+        tta=tta,
+        train_rows=len(X_fit),
     )

@@ -94,6 +94,8 @@ def check_settings(
     jobs: int,
     engine: str,
     verbose: int,
+    augment: bool = False,
+    tta: bool = False,
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`classify.train_and_evaluate` cannot
     run with (the grid's parameter names are checked against the estimator when it is made)."""
@@ -111,5 +113,8 @@ def check_settings(
         raise SettingsError(f"{named('jobs')} must be -1 (all cores) or at least 1, got {jobs!r}")
     if engine not in ENGINES:
         raise SettingsError(f"{named('engine')} must be one of {', '.join(ENGINES)}, got {engine!r}")
+    for name, value in (("augment", augment), ("tta", tta)):
+        if not isinstance(value, bool):
+            raise SettingsError(f"{named(name)} must be True or False, got {value!r}")
     if not _whole(verbose) or verbose < 0:
         raise SettingsError(f"{named('verbose')} must be a whole number of at least 0, got {verbose!r}")

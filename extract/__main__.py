@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from features.schema import FEATURE_DTYPES
+from features.schema import AUGMENTS, FEATURE_DTYPES
 
 from . import tf_logs  # noqa: F401 - sets TensorFlow's log level before anything imports it
 from .backbones import POOLINGS, PRECISIONS, PREPROCESS_MODULES
@@ -37,6 +37,8 @@ examples:
       --weights mobilenetv2_notop.weights.h5 --pooling avg
   python -m extract --dataset flowers17 --weights hed-bsds500 --layer block4_pool block5_pool
   python -m extract --dataset flowers17 --backbone vgg16 --layer fc2        # needs the top
+  python -m extract --dataset flowers17 --backbone mobilenetv2 --weights PATH \
+      --layer block_15_add --augment flip   # for classify --model finetune --augment --tta
   python -m extract --dataset photos --backbone my_model.keras --preprocess resnet --layer embed
   python -m extract --list-backbones
   python -m extract --dataset /mnt/shared/photos -o /mnt/shared/photos.hdf5 \\
@@ -46,7 +48,7 @@ Nothing is lost when a run stops: rows are committed every --buffer-size rows, a
 the same command again continues from the first image not committed. Run it again after
 adding images (or classes) and only those are extracted and appended; when nothing changed
 it says so and exits. An output made with other settings (backbone, weights, pooling, image
-size, interpolation, precision, dtype, dataset, layer) is refused unless --overwrite.
+size, interpolation, precision, dtype, dataset, layer, augment) is refused unless --overwrite.
 
 With --engine ray, shards replace --buffer-size as the unit of commit: a killed run keeps
 every finished shard, and the same command again commits those its driver had not.
@@ -119,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute precision of the backbone: bf16 (bfloat16; CPUs with AVX512-BF16 "
                         "or AMX, recent GPUs) or fp16 (float16 mixed precision, GPUs); features "
                         "are still stored as --dtype (default: float32)")
+    p.add_argument("--augment", default="none", choices=AUGMENTS,
+                   help="flip: also store the features of each image mirrored left to right "
+                        "(mirror_features, same rows; the backbone runs twice per batch), for "
+                        "classify --augment and --tta (default: none)")
     p.add_argument("--max-pixels", type=whole_number, metavar="N",
                    help="skip images with more than N pixels, read from the header before "
                         f"decoding (default: Pillow's decompression-bomb limit, {DEFAULT_MAX_PIXELS})")
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             image_size=args.image_size,
             interpolation=args.interpolation, batch_size=args.batch_size,
             buffer_size=args.buffer_size, dtype=args.dtype, precision=args.precision,
-            max_pixels=args.max_pixels, exclude_classes=args.exclude_class,
+            max_pixels=args.max_pixels, augment=args.augment, exclude_classes=args.exclude_class,
             overwrite=args.overwrite, prune=args.prune, progress=not args.quiet,
             verbose=args.verbose, engine=args.engine, ray_address=args.ray_address,
             workers=args.workers, cpus_per_worker=args.cpus_per_worker,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from features.schema import FEATURE_DTYPES
+from features.schema import AUGMENTS, FEATURE_DTYPES
 
 from .errors import ExtractError, ExtractInterrupted, SettingsError
 from .pipeline import ExtractSummary
@@ -51,6 +51,7 @@ def check_settings(
     shard_size: int,
     layers: Sequence[str] | None = None,
     preprocess: str | None = None,
+    augment: str = "none",
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`extract_features` cannot run with.
 
@@ -81,6 +82,8 @@ def check_settings(
             f"{_named('interpolation')} must be one of {', '.join(sorted(INTERPOLATIONS))}, "
             f"got {interpolation!r}"
         )
+    if augment not in AUGMENTS:
+        raise SettingsError(f"{_named('augment')} must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if dtype not in FEATURE_DTYPES:
         raise SettingsError(f"{_named('dtype')} must be one of {', '.join(FEATURE_DTYPES)}, got {dtype!r}")
     if engine not in ENGINES:
@@ -96,7 +99,7 @@ def check_settings(
 def requested_settings(
     backbone: str, weights: str | None, pooling: str, image_size: int | None, interpolation: str,
     dtype: str, precision: str, dataset: str, layer: str | None = None, preprocess: str | None = None,
-    run_layers: Sequence[str] | None = None,
+    run_layers: Sequence[str] | None = None, augment: str | None = None,
 ) -> dict[str, Any]:
     """The settings that decide feature values, as far as they are known before loading the
     model (None where not known yet: the weights' SHA-256 of a file not there, a saved model's
@@ -119,6 +122,7 @@ def requested_settings(
         "dataset": dataset,
         "weights": weights_id,
         "weights_sha256": weights_sha,
+        "augment": augment,
     }
 
 
@@ -147,6 +151,7 @@ def extract_features(
     dtype: str = "float32",
     precision: str = "float32",
     max_pixels: int | None = None,
+    augment: str = "none",
     exclude_classes: Sequence[str] | None = None,
     overwrite: bool = False,
     prune: bool = False,
@@ -191,6 +196,10 @@ def extract_features(
     batch_size, buffer_size, dtype, max_pixels
         Images per backbone call, rows per commit, storage type, and the pixel limit past
         which an image is skipped (default: Pillow's decompression-bomb limit).
+    augment : {"none", "flip"}
+        ``"flip"`` also stores each image's features mirrored left to right
+        (``mirror_features``, row for row), in the same pass: for ``classify``'s ``augment``
+        and ``tta``. A file is extended only with the same ``augment``.
     exclude_classes : list of str, optional
         Class folders to leave out, recorded in the file. ``None`` applies the dataset
         registry's default (Caltech-101 leaves out ``BACKGROUND_Google``); ``[]`` keeps all.
@@ -242,6 +251,7 @@ def extract_features(
         interpolation=interpolation, batch_size=batch_size, buffer_size=buffer_size, dtype=dtype,
         precision=precision, max_pixels=max_pixels, engine=engine, workers=workers,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, layers=layers, preprocess=preprocess,
+        augment=augment,
     )
     from PIL import Image
 
@@ -259,7 +269,7 @@ def extract_features(
                 dict(backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
                      precision=precision, layers=layers, preprocess=preprocess),
                 dict(prune=prune, batch_size=batch_size, dtype=dtype, interpolation=interpolation,
-                     max_pixels=max_pixels, progress=progress),
+                     max_pixels=max_pixels, progress=progress, augment=augment),
                 dict(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
                      shard_size=shard_size, merge=merge),
                 buffer_size, verbose,
@@ -361,6 +371,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
             requested = requested_settings(
                 **model_settings(model), layer=layer, interpolation=options["interpolation"],
                 dtype=options["dtype"], dataset=name, run_layers=model["layers"],
+                augment=options["augment"],
             )
             if changes := settings_changes(found.attrs, requested):
                 raise ExtractError(refusal(path, changes))

@@ -50,6 +50,7 @@ class ExtractSummary:
     pruned: int = 0  # rows and skipped entries removed because their images are gone
     nodes: int = 0  # Ray nodes whose actors wrote shards (0: the local engine)
     up_to_date: bool = False  # nothing was to do: the file already held every image
+    mirrors: bool = False  # each image's mirror was extracted too (--augment flip)
 
     @property
     def images_per_second(self) -> float:
@@ -71,6 +72,7 @@ class ExtractSummary:
             rows=writer.rows_written,
             pruned=pruned,
             nodes=nodes,
+            mirrors=writer.mirrors,
         )
 
     def line(self) -> str:
@@ -80,7 +82,8 @@ class ExtractSummary:
         pruned = f", removed {self.pruned} gone" if self.pruned else ""
         nodes = f" on {self.nodes} Ray node{'s' if self.nodes > 1 else ''}" if self.nodes else ""
         return (
-            f"wrote {self.written} images, skipped {len(self.skipped)}, ignored {self.ignored} files"
+            f"wrote {self.written} images{' and their mirrors' if self.mirrors else ''}, "
+            f"skipped {len(self.skipped)}, ignored {self.ignored} files"
             f"{pruned}{nodes} in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s) to "
             f"{self.output} ({self.rows} rows)"
         )
@@ -163,7 +166,8 @@ def backbone_facts(loaded: LoadedBackbone, index: int = 0) -> dict:
 
 
 def provenance(
-    facts: dict, listing: ImageListing, dataset: str, interpolation: str, dtype: str
+    facts: dict, listing: ImageListing, dataset: str, interpolation: str, dtype: str,
+    augment: str = "none",
 ) -> dict:
     """The attributes that say where a feature file's rows came from; ``facts`` are
     :func:`backbone_facts`."""
@@ -176,6 +180,7 @@ def provenance(
         **{k: v for k, v in facts.items() if k != "dim"},
         "interpolation": interpolation,
         "dtype": dtype,
+        "augment": augment,
     }
 
 
@@ -213,6 +218,7 @@ def extract_layers(
     interpolation: str = "nearest",
     max_pixels: int | None = None,
     progress: bool = True,
+    augment: str = "none",
 ) -> list[ExtractSummary]:
     """Extract the features of every layer of ``loaded`` in one pass over ``listing``: layer
     ``k`` into ``targets[k]``, an output file and its plan (:func:`extract.plan.plan_work`).
@@ -221,12 +227,14 @@ def extract_layers(
     runs the backbone over the images any file lacks, and each file gets the rows of its own.
     ``prune`` drops the rows of images that are no longer in the dataset. Images that cannot
     be decoded are recorded in each file's ``skipped`` list with their reason; they never stop
-    the run. Batches are cut from the images to do, in listing order; each image's features
-    do not depend on the batch it runs in (tested: resumed runs are bit-equal to uninterrupted
-    ones).
+    the run. With ``augment="flip"`` each batch also runs mirrored (:func:`mirrored`) and each
+    file stores those rows as ``mirror_features``. Batches are cut from the images to do, in
+    listing order; each image's features do not depend on the batch it runs in (tested:
+    resumed runs are bit-equal to uninterrupted ones).
     """
     started = time.perf_counter()
     name = dataset or listing.root.name
+    flip = augment == "flip"
     todo = np.unique(np.concatenate([plan.todo for _, plan in targets])).astype(np.int64)
     wanted = [set(plan.todo.tolist()) for _, plan in targets]
     skipped: list[list[tuple[str, str]]] = [[] for _ in targets]
@@ -238,10 +246,10 @@ def extract_layers(
         writers = [
             stack.enter_context(FeatureWriter(
                 output, dim=loaded.dims[k], label_names=plan.label_names, dtype=dtype,
-                attrs=run_attrs(
-                    provenance(backbone_facts(loaded, k), listing, name, interpolation, dtype), plan
-                ),
-                buffer_size=buffer_rows(buffer_size, loaded.dims, dtype), resume=plan.resume,
+                attrs=run_attrs(provenance(backbone_facts(loaded, k), listing, name, interpolation,
+                                           dtype, augment), plan),
+                buffer_size=buffer_rows(buffer_size, loaded.dims * (2 if flip else 1), dtype),
+                resume=plan.resume, mirrors=flip,
             ))
             for k, (output, plan) in enumerate(targets)
         ]
@@ -249,7 +257,9 @@ def extract_layers(
         for batch in decoded_batches(listing, todo, batch_size, loaded.image_size, interpolation,
                                      max_pixels=max_pixels):
             good = [(i, image) for i, image in batch if not isinstance(image, str)]
-            rows = loaded.embed_all(np.stack([image for _, image in good])) if good else []
+            images = np.stack([image for _, image in good]) if good else None
+            rows = loaded.embed_all(images) if good else []
+            mirror_rows = loaded.embed_all(mirrored(images)) if good and flip else None
             for k, ((_, plan), writer) in enumerate(zip(targets, writers, strict=True)):
                 for i, reason in batch:
                     if isinstance(reason, str) and i in wanted[k]:
@@ -258,7 +268,8 @@ def extract_layers(
                 mine = [j for j, (i, _) in enumerate(good) if i in wanted[k]]
                 if mine:
                     ids = [good[j][0] for j in mine]
-                    writer.add(rows[k][mine], plan.labels[ids], [listing.paths[i] for i in ids])
+                    writer.add(rows[k][mine], plan.labels[ids], [listing.paths[i] for i in ids],
+                               mirror=mirror_rows[k][mine] if flip else None)
             bar.update(len(batch))
             if any(skipped):
                 bar.set_postfix(skipped=max(map(len, skipped)), refresh=False)
@@ -266,6 +277,18 @@ def extract_layers(
                   for (_, plan), writer in zip(targets, writers, strict=True)]
     return [ExtractSummary.of(writer, listing, skipped[k], started, pruned[k])
             for k, writer in enumerate(writers)]
+
+
+def mirrored(images: np.ndarray) -> np.ndarray:
+    """A batch of images ``(n, height, width, 3)`` mirrored left to right (the horizontal flip
+    of Keras' ``RandomFlip("horizontal")``), as a contiguous array.
+
+    Examples
+    --------
+    >>> mirrored(np.arange(6).reshape(1, 1, 2, 3))[0, 0].tolist()
+    [[3, 4, 5], [0, 1, 2]]
+    """
+    return np.ascontiguousarray(images[:, :, ::-1])
 
 
 #: Features a run holds in memory between commits, at most, over all its layers: wide layers
@@ -291,8 +314,10 @@ def finish_existing(
     attrs = {k: v for k, v in plan.attrs.items() if k not in (schema.SEGMENTS,)}
     with h5py.File(output, "r") as f:
         dim, dtype = int(f[schema.FEATURES].shape[1]), str(f[schema.FEATURES].dtype)
+        mirrors = schema.MIRROR_FEATURES in f
     with FeatureWriter(
-        output, dim=dim, label_names=plan.label_names, attrs=attrs, dtype=dtype, resume=True
+        output, dim=dim, label_names=plan.label_names, attrs=attrs, dtype=dtype, resume=True,
+        mirrors=mirrors,
     ) as writer:
         pruned = writer.finish(drop=plan.gone if prune else (), merge=merge)
     return ExtractSummary(

@@ -260,6 +260,7 @@ class ShardEmbedder:
         dtype: str,
         batch_size: int,
         threads: int | None,
+        augment: str = "none",
     ) -> None:
         import ray
 
@@ -276,10 +277,13 @@ class ShardEmbedder:
         self.attrs = attrs
         self.dtype = dtype
         self.batch_size = batch_size
+        self.flip = augment == "flip"
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from features.writer import write_part_file
+
+        from .pipeline import mirrored
 
         size = self.loaded.image_size
         out: dict[str, list] = {"file": [], "rows": [], "first": [], "images": [], "skipped": [],
@@ -290,12 +294,14 @@ class ShardEmbedder:
             info = json.loads(meta)
             slots = np.array(json.loads(slots_json), dtype=np.int64)
             images = np.frombuffer(raw, dtype=np.uint8).reshape(len(slots), size, size, 3)
-            blocks = []
+            blocks, mirror_blocks = [], []
             # Batches cut at the local engine's places: every batch_size images of the listing.
             for start in range(0, len(info["paths"]), self.batch_size):
                 take = (slots >= start) & (slots < start + self.batch_size)
                 if take.any():
                     blocks.append(self.loaded.embed(images[take]))
+                    if self.flip:
+                        mirror_blocks.append(self.loaded.embed(mirrored(images[take])))
             name = f"shard-{info['first_index']:09d}-{info['token']}.h5"
             skipped = [tuple(entry) for entry in json.loads(skipped_json)]
             write_part_file(
@@ -307,6 +313,7 @@ class ShardEmbedder:
                 dtype=self.dtype,
                 skipped=skipped,
                 attrs={**self.attrs, "first": info["paths"][0], "node_id": self.node},
+                mirror=mirror_blocks if self.flip else None,
             )
             out["file"].append(f"{self.parts.name}/{name}")
             out["rows"].append(len(slots))
@@ -375,6 +382,7 @@ def ray_extract(
     interpolation: str = "nearest",
     max_pixels: int | None = None,
     progress: bool = True,
+    augment: str = "none",
     on_facts: Callable[[dict], str | None] | None = None,
 ) -> ExtractSummary:
     """Extract the images ``plan`` says are to do on the Ray cluster into ``output``.
@@ -396,13 +404,13 @@ def ray_extract(
     if on_facts is not None and (message := on_facts(facts)):
         raise RayEngineError(message)
     attrs = run_attrs(
-        provenance(facts, listing, dataset or listing.root.name, interpolation, dtype), plan
+        provenance(facts, listing, dataset or listing.root.name, interpolation, dtype, augment), plan
     )
     shard_size = -(-options.shard_size // batch_size) * batch_size
     position = listing_order(listing)
     writer = FeatureWriter(
         output, dim=facts["dim"], label_names=plan.label_names, attrs=attrs, dtype=dtype,
-        resume=plan.resume,
+        resume=plan.resume, mirrors=augment == "flip",
     )
     if not plan.resume:  # a new file, or --overwrite: no earlier shard may be adopted later
         shutil.rmtree(parts_dir(output), ignore_errors=True)
@@ -431,7 +439,8 @@ def ray_extract(
                 ShardEmbedder,
                 batch_size=1,
                 fn_constructor_kwargs=dict(spec=spec, parts=str(parts_dir(output).resolve()), attrs=attrs,
-                                           dtype=dtype, batch_size=batch_size, threads=threads),
+                                           dtype=dtype, batch_size=batch_size, threads=threads,
+                                           augment=augment),
                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
                 **resources,
             )
@@ -492,7 +501,7 @@ def adopt_unpublished(output: str | os.PathLike, listing: ImageListing) -> int:
     if not adopt:
         return 0
     writer = FeatureWriter(output, dim=existing.dim, label_names=existing.label_names, attrs=attrs,
-                           dtype=existing.dtype, resume=True)
+                           dtype=existing.dtype, resume=True, mirrors=existing.has_mirrors)
     writer.order_parts(listing_order(listing))
     for info in adopt:
         writer.add_part(info["file"], info["rows"], info["first"], info["skipped"])
@@ -508,10 +517,13 @@ def _shard_info(shard: Path, existing: FeatureFile, done: set[str]) -> dict | No
             labels = f[schema.LABELS][()]
             skipped = [tuple(decode_strings(r)) for r in f[schema.SKIPPED][()]]
             dim = f[schema.FEATURES].shape[1]
+            mirrors = schema.MIRROR_FEATURES in f
     except (OSError, KeyError, ValueError):
         return None
-    same = all(
-        str(attrs.get(key)) == str(existing.attrs.get(key)) for key in schema.FEATURE_DEFINING_ATTRS
+    same = mirrors == existing.has_mirrors and all(
+        str(attrs.get(key, schema.ATTR_DEFAULTS.get(key)))
+        == str(existing.attrs.get(key, schema.ATTR_DEFAULTS.get(key)))
+        for key in schema.FEATURE_DEFINING_ATTRS
     )
     fits = dim == existing.dim and (not len(labels) or labels.max() < len(existing.label_names))
     fresh = not done.intersection(paths) and not done.intersection(p for p, _ in skipped)

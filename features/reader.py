@@ -48,6 +48,8 @@ class FeatureFile:
     paths : list of str or None
         Image paths relative to the dataset root; None in files without them.
     skipped : list of (path, reason)
+    has_mirrors : bool
+        The file holds ``mirror_features`` (extracted with ``--augment flip``).
     attrs : dict
         Provenance attributes as plain Python values.
     """
@@ -121,6 +123,14 @@ class FeatureFile:
         self.paths = decode_strings(f[schema.PATHS][: self.n_rows]) if schema.PATHS in f else None
         if self.paths is not None and len(self.paths) != self.n_rows:
             raise FeatureFileError(f"{name}: {len(f[schema.PATHS])} paths for {n} rows")
+        self.has_mirrors = schema.MIRROR_FEATURES in f
+        augment = self.attrs.get("augment", schema.ATTR_DEFAULTS["augment"])
+        if self.has_mirrors != (augment == "flip"):
+            raise FeatureFileError(f"{name}: its augment attribute is {augment!r} but it "
+                                   f"{'holds' if self.has_mirrors else 'lacks'} mirror_features")
+        if self.has_mirrors and f[schema.MIRROR_FEATURES].shape != features.shape:
+            raise FeatureFileError(f"{name}: mirror_features has shape "
+                                   f"{f[schema.MIRROR_FEATURES].shape}, features {features.shape}")
         self.skipped = (
             [tuple(decode_strings(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
         )
@@ -132,7 +142,7 @@ class FeatureFile:
         HDF5 would read the rows of a missing part as fill values, silently.
         """
         folder = self.path.parent
-        for key in (schema.FEATURES, schema.LABELS, schema.PATHS):
+        for key in (schema.FEATURES, schema.LABELS, schema.PATHS, schema.MIRROR_FEATURES):
             ds = self._file.get(key)
             if ds is None or not ds.is_virtual:
                 continue
@@ -156,10 +166,29 @@ class FeatureFile:
 
     def load_features(self, dtype: str = "float32") -> np.ndarray:
         """All committed rows as one in-memory array of ``dtype``."""
+        return self._load(schema.FEATURES, dtype)
+
+    def load_mirror_features(self, dtype: str = "float32") -> np.ndarray:
+        """The features of every committed row's image mirrored left to right, row for row as
+        :meth:`load_features`; :class:`FeatureFileError` for a file without them.
+
+        Examples
+        --------
+        >>> with FeatureFile("f17.hdf5") as ff:  # extracted with --augment flip  # doctest: +SKIP
+        ...     X, X_mirrored = ff.load_features(), ff.load_mirror_features()
+        """
+        if not self.has_mirrors:
+            raise FeatureFileError(
+                f"{self.path}: holds no mirrored features; extract it with --augment flip "
+                "(and --overwrite) to store them"
+            )
+        return self._load(schema.MIRROR_FEATURES, dtype)
+
+    def _load(self, key: str, dtype: str) -> np.ndarray:
         if self.n_rows == 0:
             return np.empty((0, self.dim), dtype=dtype)
         # astype converts in HDF5 while reading, without a second full-size copy.
-        return self.features.astype(dtype)[: self.n_rows]
+        return self._file[key].astype(dtype)[: self.n_rows]
 
     def close(self) -> None:
         self._file.close()

@@ -7,14 +7,15 @@ One file holds the features of one dataset extracted by one model::
     label_names   UTF-8 strings (C,)                            sorted class folder names
     paths         UTF-8 strings (N,)                            image path relative to the dataset root
     skipped       UTF-8 strings (K, 2)                          [path, reason] of images not decoded
+    mirror_features  like features (N, D), only with augment "flip"   row i: image i mirrored left-right
 
 and provenance in the file's attributes (see :data:`PROVENANCE_ATTRS`). The first three
 names are the ones the published feature-extraction recipe uses; files that hold only those
 three are read too.
 
-While an extraction runs (or after it was killed), ``features``, ``labels`` and ``paths`` are
-virtual datasets over part files in ``<file>.parts/`` and ``complete`` is False; a finished
-file is self-contained.
+While an extraction runs (or after it was killed), ``features``, ``labels``, ``paths`` (and
+``mirror_features``) are virtual datasets over part files in ``<file>.parts/`` and
+``complete`` is False; a finished file is self-contained.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ LABELS = "labels"
 LABEL_NAMES = "label_names"
 PATHS = "paths"
 SKIPPED = "skipped"
+#: Features of each row's image mirrored left to right (``extract --augment flip``): row ``i``
+#: belongs to row ``i`` of ``features``, same shape and type.
+MIRROR_FEATURES = "mirror_features"
 
 #: Datasets every feature file must have.
 REQUIRED = (FEATURES, LABELS, LABEL_NAMES)
+
+#: ``augment`` attribute values: what a file stores besides each image's own features. "flip"
+#: adds ``mirror_features``. Files written before the attribute existed are "none".
+AUGMENTS = ("none", "flip")
 
 #: Storage types a user may choose for ``features``.
 FEATURE_DTYPES = ("float32", "float16")
@@ -62,6 +70,7 @@ PROVENANCE_ATTRS = (
     "preprocessing",
     "precision",
     "dtype",
+    "augment",
     "keras_version",
     "keras_backend",
     "tensorflow_version",
@@ -81,10 +90,13 @@ FEATURE_DEFINING_ATTRS = (
     "preprocessing",
     "precision",
     "dtype",
+    # Not a feature value, but which rows a file holds: a file with mirrors is not extended
+    # without them, nor the other way round.
+    "augment",
 )
 
 #: Values of feature-deciding attributes in files written before the attribute existed.
-ATTR_DEFAULTS = {"precision": "float32"}
+ATTR_DEFAULTS = {"precision": "float32", "augment": "none"}
 
 #: Target size of one ``features`` chunk: whole rows, about 1 MiB, so that reading a slice of
 #: rows touches few chunks and the writer's flushes are whole chunks.

@@ -149,18 +149,26 @@ def write_part_file(
     dtype: str,
     skipped: Sequence[tuple[str, str]] | None = None,
     attrs: Mapping[str, Any] | None = None,
+    mirror: Sequence[np.ndarray] | None = None,
 ) -> None:
     """Write one part file atomically: ``features`` (given as row blocks, written one by one so
-    they are never copied whole), ``labels``, ``paths``, and, for a shard written by a Ray
-    actor, its ``skipped`` entries and attributes."""
+    they are never copied whole), ``labels``, ``paths``, the ``mirror`` features' blocks when
+    given, and, for a shard written by a Ray actor, its ``skipped`` entries and attributes."""
     n = int(sum(len(block) for block in features))
     strings = [*paths, *(text for entry in skipped or () for text in entry)]
-    with _atomic_large_h5(path, _size_bound(n, dim, dtype, strings)) as f:
-        feats = f.create_dataset(schema.FEATURES, shape=(n, dim), dtype=dtype)
-        start = 0
-        for block in features:
-            feats[start : start + len(block)] = block
-            start += len(block)
+    arrays = [(schema.FEATURES, features)]
+    if mirror is not None:
+        arrays.append((schema.MIRROR_FEATURES, mirror))
+    nbytes = _size_bound(n, dim * len(arrays), dtype, strings)
+    with _atomic_large_h5(path, nbytes) as f:
+        for name, blocks in arrays:
+            feats = f.create_dataset(name, shape=(n, dim), dtype=dtype)
+            start = 0
+            for block in blocks:
+                feats[start : start + len(block)] = block
+                start += len(block)
+            if start != n:
+                raise ValueError(f"{name}: {start} rows for {n} images")
         f.create_dataset(schema.LABELS, data=np.asarray(labels, dtype=schema.LABEL_DTYPE).reshape(n))
         f.create_dataset(schema.PATHS, data=np.array(list(paths), dtype=object), dtype=_STR)
         if skipped is not None:
@@ -253,6 +261,9 @@ class FeatureWriter:
     resume : bool
         Keep the rows already in ``path`` (finished or not) and add after them. Without it an
         empty file replaces ``path`` at once.
+    mirrors : bool
+        Store ``mirror_features`` too (``augment`` "flip"): every :meth:`add` then gives the
+        features of each image's mirror as well. A file being resumed must agree.
 
     Examples
     --------
@@ -270,6 +281,7 @@ class FeatureWriter:
         dtype: str = "float32",
         buffer_size: int = 1000,
         resume: bool = False,
+        mirrors: bool = False,
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be at least 1, got {dim}")
@@ -285,6 +297,9 @@ class FeatureWriter:
         self.label_names = [str(n) for n in label_names]
         self.n_classes = len(self.label_names)
         self.attrs = dict(attrs)
+        self.mirrors = bool(mirrors)
+        # The file says what it holds: "augment" is one of the settings a resumed run must match.
+        self.attrs["augment"] = "flip" if self.mirrors else "none"
         self._run = secrets.token_hex(4)  # part names never collide with an earlier run's
         self._seq = 0
         self._segments: list[dict[str, Any]] = []
@@ -295,6 +310,7 @@ class FeatureWriter:
         self._base: dict[str, Any] | None = None  # a finished file whose rows come first
         self._skipped: list[tuple[str, str]] = []
         self._buf_features: list[np.ndarray] = []
+        self._buf_mirror: list[np.ndarray] = []
         self._buf_labels: list[np.ndarray] = []
         self._buf_paths: list[str] = []
         self._buf_skipped: list[tuple[str, str]] = []
@@ -325,6 +341,11 @@ class FeatureWriter:
                 raise ValueError(f"{self.path}: holds {features.shape[1]}-dim features, not {self.dim}")
             if features.dtype != np.dtype(self.dtype):
                 raise ValueError(f"{self.path}: holds {features.dtype} features, not {self.dtype}")
+            if (schema.MIRROR_FEATURES in f) != self.mirrors:
+                held = "holds" if schema.MIRROR_FEATURES in f else "has no"
+                raise ValueError(
+                    f"{self.path}: {held} mirror_features; resume it with mirrors={not self.mirrors}"
+                )
             n = int(f.attrs.get(schema.ROWS_COMMITTED, len(features)))
             rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
             self._skipped = [tuple(decode_strings(row)) for row in rows]
@@ -368,12 +389,22 @@ class FeatureWriter:
 
     # -- adding rows -------------------------------------------------------------------
 
-    def add(self, features: np.ndarray, labels: Sequence[int], paths: Sequence[str]) -> None:
-        """Buffer rows; commit them once ``buffer_size`` rows are waiting."""
+    def add(
+        self, features: np.ndarray, labels: Sequence[int], paths: Sequence[str],
+        mirror: np.ndarray | None = None,
+    ) -> None:
+        """Buffer rows (and, for a writer with ``mirrors``, the features of the same images
+        mirrored); commit them once ``buffer_size`` rows are waiting."""
         features = np.asarray(features)
         labels = np.asarray(labels, dtype=schema.LABEL_DTYPE)
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ValueError(f"features must have shape (n, {self.dim}), got {features.shape}")
+        if (mirror is not None) != self.mirrors:
+            raise ValueError("mirror features are required by a writer with mirrors=True, and only by one")
+        if mirror is not None and np.shape(mirror) != features.shape:
+            raise ValueError(
+                f"mirror must have the shape of features {features.shape}, got {np.shape(mirror)}"
+            )
         if not (len(features) == len(labels) == len(paths)):
             raise ValueError(
                 f"features, labels and paths differ in length: "
@@ -383,6 +414,8 @@ class FeatureWriter:
             raise ValueError(f"labels must lie in [0, {self.n_classes})")
         # Convert now: a float16 file then buffers half the bytes.
         self._buf_features.append(features.astype(self.dtype, copy=False))
+        if mirror is not None:
+            self._buf_mirror.append(np.asarray(mirror).astype(self.dtype, copy=False))
         self._buf_labels.append(labels)
         self._buf_paths.extend(str(p) for p in paths)
         self._buffered += len(labels)
@@ -414,9 +447,11 @@ class FeatureWriter:
         write_part_file(
             self.parts / name, self._buf_features, np.concatenate(self._buf_labels),
             self._buf_paths, dim=self.dim, dtype=self.dtype,
+            mirror=self._buf_mirror if self.mirrors else None,
         )
         self._segments.append({"file": f"{self.parts.name}/{name}", "rows": n, "source_rows": n})
         self._buf_features.clear()
+        self._buf_mirror.clear()
         self._buf_labels.clear()
         self._buf_paths.clear()
         self._buffered = 0
@@ -470,11 +505,13 @@ class FeatureWriter:
         segments = self._all_segments()
         n = sum(s["rows"] for s in segments)
         with _atomic_small_h5(self.path) as f:
-            specs = (
+            specs = [
                 (schema.FEATURES, (self.dim,), self.dtype, np.nan),
                 (schema.LABELS, (), schema.LABEL_DTYPE, -1),
                 (schema.PATHS, (), _STR, None),
-            )
+            ]
+            if self.mirrors:
+                specs.append((schema.MIRROR_FEATURES, (self.dim,), self.dtype, np.nan))
             for name, tail, dtype, fill in specs:
                 if n == 0:
                     f.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype)
@@ -552,15 +589,19 @@ class FeatureWriter:
             strings.extend(p for p in paths if p not in drop)
         total = int(sum(k.sum() for k in keeps))
         block = chunk_rows(self.dim, self.dtype) * 16  # bounded memory, whole chunks
-        nbytes = _size_bound(total, self.dim, self.dtype, strings, chunked=True)
+        feature_sets = [schema.FEATURES] + ([schema.MIRROR_FEATURES] if self.mirrors else [])
+        nbytes = _size_bound(total, self.dim, self.dtype, strings, chunked=True) * len(feature_sets)
         with _atomic_large_h5(self.path, nbytes) as out:
-            feats = out.create_dataset(
-                schema.FEATURES,
-                shape=(total, self.dim),
-                maxshape=(None, self.dim),
-                dtype=self.dtype,
-                chunks=(min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim),
-            )
+            feats = {
+                name: out.create_dataset(
+                    name,
+                    shape=(total, self.dim),
+                    maxshape=(None, self.dim),
+                    dtype=self.dtype,
+                    chunks=(min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim),
+                )
+                for name in feature_sets
+            }
             labels = out.create_dataset(
                 schema.LABELS, shape=(total,), maxshape=(None,), dtype=schema.LABEL_DTYPE,
                 chunks=(_ROW_CHUNK,),
@@ -577,7 +618,8 @@ class FeatureWriter:
                         m = int(k.sum())
                         if not m:
                             continue
-                        feats[at : at + m] = f[schema.FEATURES][start:stop][k]
+                        for name, ds in feats.items():
+                            ds[at : at + m] = f[name][start:stop][k]
                         labels[at : at + m] = f[schema.LABELS][start:stop][k]
                         paths_out[at : at + m] = f[schema.PATHS][start:stop][k]
                         at += m

@@ -356,16 +356,18 @@ def test_docstring_examples_run():
         errors,
         export,
         finetune,
+        head,
         model_files,
         plots,
         prediction,
         report,
         results,
+        search,
         settings,
     )
 
-    for module in (comparison, errors, export, finetune, model_files, plots, prediction, report,
-                   results, settings):
+    for module in (comparison, errors, export, finetune, head, model_files, plots, prediction,
+                   report, results, search, settings):
         outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert outcome.failed == 0 and outcome.attempted > 0, module.__name__
 

@@ -108,6 +108,25 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, kil
     assert not (tmp_path / "killed.hdf5.parts").exists()
 
 
+def test_killed_run_with_mirrors_resumes_to_the_uninterrupted_result(source, tmp_path):
+    data = dataset(source, tmp_path / "flowers", per_class=8)
+    whole, out = tmp_path / "whole.hdf5", tmp_path / "killed.hdf5"
+    assert subprocess.run(extract_argv(data, whole, "--augment", "flip"), cwd=REPO).returncode == 0
+    run_and_kill(extract_argv(data, out, "--augment", "flip"), out, 8)
+    with FeatureFile(out, allow_partial=True) as ff:
+        n = ff.n_rows
+        with FeatureFile(whole) as ref:
+            np.testing.assert_array_equal(ff.load_mirror_features(), ref.load_mirror_features()[:n])
+    result = subprocess.run(extract_argv(data, out, "--augment", "flip"), cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"continuing the unfinished {out}: {n} images done" in result.stderr
+    with FeatureFile(out) as ff, FeatureFile(whole) as ref:
+        assert ff.paths == ref.paths
+        np.testing.assert_array_equal(ff.load_features(), ref.load_features())  # bit-equal
+        np.testing.assert_array_equal(ff.load_mirror_features(), ref.load_mirror_features())
+
+
 def test_rerun_without_changes_does_nothing(reference, tmp_path):
     data, _ = reference
     out = tmp_path / "f.hdf5"
@@ -185,6 +204,7 @@ def test_gone_images_are_reported_then_pruned(source, tmp_path):
         (("--image-size", "64"), "image_size: 96 -> 64"),
         (("--dtype", "float16"), "dtype: float32 -> float16"),
         (("--interpolation", "bilinear"), "interpolation: nearest -> bilinear"),
+        (("--augment", "flip"), "augment: none -> flip"),
     ],
 )
 def test_changed_settings_are_refused_unless_overwrite(source, tmp_path, change, message):
