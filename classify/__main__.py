@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="score each test image by the mean of its and its mirror's probabilities "
                         "(a file extracted with --augment flip)")
+    p.add_argument("--precision", default="float32", metavar="{float32,bf16}",
+                   help="compute precision of the backbone layers finetune trains: bf16 (Keras "
+                        "mixed_bfloat16; CPUs with AVX512-BF16 or AMX, recent GPUs) (default: float32)")
     p.add_argument("--allow-partial", action="store_true",
                    help="use the committed rows of a file whose extraction did not finish")
     p.add_argument("--verbose", "-v", action="count", default=0, help="show the search's progress")
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             results = train_and_evaluate(
                 args.features, args.model, grid=args.grid, test_size=args.test_size,
                 seed=args.seed, folds=args.folds, jobs=args.jobs, allow_partial=args.allow_partial,
-                augment=args.augment, tta=args.tta,
+                augment=args.augment, tta=args.tta, precision=args.precision,
                 engine=args.engine, ray_address=args.ray_address, verbose=args.verbose,
                 json=args.json, save=args.save, plots=args.plots, on_result=show,
             )

@@ -40,6 +40,7 @@ def train_and_evaluate(
     allow_partial: bool = False,
     augment: bool = False,
     tta: bool = False,
+    precision: str = "float32",
     engine: str = "local",
     ray_address: str | None = None,
     verbose: int = 0,
@@ -83,6 +84,10 @@ def train_and_evaluate(
     tta : bool
         Score each test image by the mean of its and its mirror's probabilities (test-time
         augmentation); the folds' scores, which choose the parameters, are not averaged.
+    precision : {"float32", "bf16"}
+        Compute precision of the backbone layers ``finetune`` trains (``bf16``: Keras'
+        ``mixed_bfloat16``, for CPUs with AVX512-BF16 or AMX and recent GPUs); other models
+        refuse anything but float32.
     engine : {"local", "ray"}
         ``ray`` runs every cross-validation fit as a Ray task on the cluster at
         ``ray_address`` (default ``$RAY_ADDRESS``, else a local instance).
@@ -134,7 +139,12 @@ def train_and_evaluate(
     """
     names = check_models(models)
     check_settings(models=names, grid=grid, test_size=test_size, seed=seed, folds=folds, jobs=jobs,
-                   engine=engine, verbose=verbose, augment=augment, tta=tta)
+                   engine=engine, verbose=verbose, augment=augment, tta=tta, precision=precision)
+    if precision == "bf16":
+        from extract.backbones import cpu_has_bf16, gpu_present
+
+        if not cpu_has_bf16() and not gpu_present():
+            log.warning("warning: this CPU has no bfloat16 instructions; bf16 will be slower than float32")
     several = len(names) > 1
     ray_engine = engine == "ray"
     estimators, grids = {}, {}
@@ -143,6 +153,8 @@ def train_and_evaluate(
         # core inside one fit instead.
         inner_jobs = (1 if ray_engine else jobs) if inner_parallel(name) else None
         estimators[name] = MODELS[name].make(seed, inner_jobs)
+        if "precision" in estimators[name].get_params():
+            estimators[name].set_params(precision=precision)
         grids[name] = MODELS[name].grid
         if grid is not None:
             grids[name] = parse_grid(grid, set(estimators[name].get_params()))
@@ -206,7 +218,7 @@ def train_and_evaluate(
             settings = {
                 "model": name, "grid": model_grid, "test_size": test_size,
                 "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
-                "augment": augment, "tta": tta,
+                "augment": augment, "tta": tta, "precision": precision,
             }
             result = ModelResult(
                 name=name, search=search, label_names=label_names, test_indices=test,

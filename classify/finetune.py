@@ -20,6 +20,9 @@ import numpy as np
 from .errors import SettingsError, first_line
 from .head import KerasClassifier
 
+#: ``precision=`` choices for training (float16 would need loss scaling, not done here).
+PRECISIONS = ("float32", "bf16")
+
 
 def top_of_backbone(loaded: Any, from_layer: str) -> Any:
     """The layers of ``loaded`` (a :class:`extract.LoadedBackbone`) above ``from_layer``, as a
@@ -136,6 +139,10 @@ class FineTune(KerasClassifier):
         The feature file's extraction settings (``classify`` sets them from the file).
     weights : str, optional
         The weights to rebuild the backbone with (named, or a file's path).
+    precision : {"float32", "bf16"}
+        Compute precision of the backbone's layers being fine-tuned: ``bf16`` runs them under
+        Keras' ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic; for CPUs with
+        AVX512-BF16 or AMX and recent GPUs); the head computes in float32 either way.
 
     Examples
     --------
@@ -147,7 +154,8 @@ class FineTune(KerasClassifier):
                  warmup_learning_rate: float = 1e-3, learning_rate: float = 1e-3,
                  momentum: float = 0.9, epochs: int = 100, patience: int = 10, batch_size: int = 32,
                  validation_fraction: float = 0.1, random_state: int = 0,
-                 extraction: dict | None = None, weights: str | None = None):
+                 extraction: dict | None = None, weights: str | None = None,
+                 precision: str = "float32"):
         self.hidden = hidden
         self.dropout = dropout
         self.warmup_epochs = warmup_epochs
@@ -161,6 +169,7 @@ class FineTune(KerasClassifier):
         self.random_state = random_state
         self.extraction = extraction
         self.weights = weights
+        self.precision = precision
 
     def _validate_params(self) -> None:
         """Raise ``ValueError`` (one line) for a parameter out of range."""
@@ -177,6 +186,8 @@ class FineTune(KerasClassifier):
             raise ValueError(f"warmup_learning_rate must be above 0, got {self.warmup_learning_rate!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def fit(self, X: np.ndarray, y: np.ndarray, image_ids: np.ndarray | None = None,
             mirrored: np.ndarray | None = None) -> FineTune:
@@ -192,8 +203,10 @@ class FineTune(KerasClassifier):
             raise ValueError("FineTune needs extraction=, the feature file's extraction settings")
         keras = _keras()
         ext = self.extraction
-        loaded = extraction_backbone(ext, "the feature file", self.weights,
-                                     up_to=BACKBONES[ext["backbone"]].feature_layer)
+        # The layers above the stored one are built under the training precision's policy;
+        # the maps below were stored at the file's own.
+        loaded = extraction_backbone(dict(ext, precision=self.precision), "the feature file",
+                                     self.weights, up_to=BACKBONES[ext["backbone"]].feature_layer)
         top = top_of_backbone(loaded, ext["layer"])
         maps = stored_maps(np.asarray(X, dtype=np.float32), tuple(top.input_shape[1:]))
         self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)

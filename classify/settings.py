@@ -96,6 +96,7 @@ def check_settings(
     verbose: int,
     augment: bool = False,
     tta: bool = False,
+    precision: str = "float32",
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`classify.train_and_evaluate` cannot
     run with (the grid's parameter names are checked against the estimator when it is made)."""
@@ -113,6 +114,15 @@ def check_settings(
         raise SettingsError(f"{named('jobs')} must be -1 (all cores) or at least 1, got {jobs!r}")
     if engine not in ENGINES:
         raise SettingsError(f"{named('engine')} must be one of {', '.join(ENGINES)}, got {engine!r}")
+    from .finetune import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise SettingsError(f"{named('precision')} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "float32":
+        for model in models:
+            if "precision" not in MODELS[model].make(0, None).get_params():
+                raise SettingsError(f"{named('precision')} {precision} is for the models that train "
+                                    f"backbone layers (finetune); {model} trains in float32")
     for name, value in (("augment", augment), ("tta", tta)):
         if not isinstance(value, bool):
             raise SettingsError(f"{named(name)} must be True or False, got {value!r}")

@@ -7,7 +7,8 @@ frozen layers up to it, from the images (what the recipe does, augmentation asid
 train the same weights on the same batches; an untimed first epoch compiles the step, then
 ``--epochs`` epochs are timed. The maps are computed once beforehand, as extraction stores
 them, and not counted. Prints seconds per training image per epoch and (b)/(a); the target is
-(b)/(a) >= 4 (VGG16's block5 is about a ninth of its forward FLOPs).
+(b)/(a) >= 4 (VGG16's block5 is about a ninth of its forward FLOPs). (c) is (a) with the
+trained layers computing in bfloat16 (``--precision bf16``), and (a)/(c) its speed-up.
 
     python scripts/bench_finetune.py --images 96 --epochs 2
 """
@@ -81,11 +82,13 @@ def main() -> int:
           f"({keras.backend.backend()}); {args.images} Flowers-17 images at {args.size}, batches of "
           f"{args.batch_size}, {args.epochs} timed epochs")
     print(f"{'backbone':12} {'stored layer':14} {'(a) maps s/img':>15} {'(b) images s/img':>17} "
-          f"{'(b)/(a)':>8}")
+          f"{'(b)/(a)':>8} {'(c) maps bf16':>14} {'(a)/(c)':>8}")
     for name, weights, layer in CASES:
         timings = []
-        for through_images in (False, True):
-            loaded = load_backbone(name, weights, "avg", args.size)
+        # (a) from the maps, (b) through the frozen network, (c) as (a) with the trained layers
+        # in bfloat16 (what classify --model finetune --precision bf16 does).
+        for through_images, precision in ((False, "float32"), (True, "float32"), (False, "bf16")):
+            loaded = load_backbone(name, weights, "avg", args.size, precision)
             top = top_of_backbone(loaded, layer)
             for sub in top.layers:
                 sub.trainable = not isinstance(sub, keras.layers.BatchNormalization)
@@ -106,7 +109,8 @@ def main() -> int:
             model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
                           loss="sparse_categorical_crossentropy")
             timings.append(seconds_per_image(model, x, labels, args.batch_size, args.epochs))
-        print(f"{name:12} {layer:14} {timings[0]:15.4f} {timings[1]:17.4f} {timings[1] / timings[0]:8.1f}")
+        a, b, c = timings
+        print(f"{name:12} {layer:14} {a:15.4f} {b:17.4f} {b / a:8.1f} {c:14.4f} {a / c:8.2f}")
     return 0
 
 

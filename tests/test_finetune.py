@@ -150,3 +150,31 @@ def test_finetune_refuses_files_without_maps_above_in_one_line(flowers17, mobile
         train_and_evaluate(inside, "finetune")
     assert not isinstance(caught.value, SettingsError)  # the file's fault: exit status 1
     assert str(caught.value).startswith(f"{inside}: layer 'block_15_project_BN' of mobilenetv2 is inside")
+
+
+def test_bf16_fine_tunes_the_top_in_bfloat16_and_the_head_in_float32(maps_file, tmp_path):
+    from classify import SettingsError as Refused
+    from classify import predict, train_and_evaluate
+
+    data, features = maps_file
+    grid = {"learning_rate": [0.01], "warmup_epochs": [1], "epochs": [2]}
+    plain = train_and_evaluate(features, "finetune", grid=grid, folds=2)["finetune"]
+    result = train_and_evaluate(features, "finetune", grid=grid, folds=2, precision="bf16")["finetune"]
+    assert result.settings["precision"] == "bf16"
+    model = result.estimator.model_
+    computes = {layer.name: layer.dtype_policy.compute_dtype for layer in model.layers[1].layers}
+    assert computes["Conv_1"] == "bfloat16"  # a trained layer of the top block
+    head = model.layers[-1]
+    assert all(w.dtype == "float32" for w in model.weights)  # weights stay float32
+    assert {layer.dtype_policy.compute_dtype for layer in head.layers} == {"float32"}
+    # Not the float32 run: the top computed in another precision (same split, same seed).
+    plain_w, bf16_w = plain.estimator.model_.get_weights(), model.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(plain_w, bf16_w, strict=True))
+    np.testing.assert_array_equal(result.test_indices, plain.test_indices)
+    saved = result.save(tmp_path / "bf16.joblib")
+    with FeatureFile(features) as ff:
+        rows, paths = ff.load_features(), ff.paths
+    by_path = {p.path: p.predicted for p in predict(saved, data, progress=False)}
+    assert [by_path[str(data / p)] for p in paths] == list(np.array(CLASSES)[result.estimator.predict(rows)])
+    with pytest.raises(Refused, match=r"precision \(--precision\) bf16 is for the models that train"):
+        train_and_evaluate(features, "logreg", precision="bf16")
