@@ -62,8 +62,9 @@ def train_and_evaluate(
         A feature file written by ``python -m extract``.
     models : str or sequence of str
         Registry names (:data:`classify.MODELS`): ``logreg``, ``rf``, ``xgb``, ``head`` (a
-        Keras dense head, :class:`classify.head.DenseHead`); run in the order given, on the
-        same split.
+        Keras dense head, :class:`classify.head.DenseHead`), ``finetune`` (the backbone's
+        layers above the file's layer and a head, :class:`classify.finetune.FineTune`); run
+        in the order given, on the same split.
     grid : dict or JSON str, optional
         Parameter lists replacing the model's default grid; one model only.
     test_size : float
