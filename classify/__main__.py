@@ -133,9 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="score each test image by the mean of its and its mirror's probabilities "
                         "(a file extracted with --augment flip)")
-    p.add_argument("--precision", default="float32", metavar="{float32,bf16}",
+    p.add_argument("--precision", metavar="{float32,bf16}",
                    help="compute precision of the backbone layers finetune trains: bf16 (Keras "
-                        "mixed_bfloat16; CPUs with AVX512-BF16 or AMX, recent GPUs) (default: float32)")
+                        "mixed_bfloat16; CPUs with AVX512-BF16 or AMX, recent GPUs) (default: the "
+                        "feature file's extraction precision)")
     p.add_argument("--allow-partial", action="store_true",
                    help="use the committed rows of a file whose extraction did not finish")
     p.add_argument("--verbose", "-v", action="count", default=0, help="show the search's progress")

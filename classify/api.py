@@ -40,7 +40,7 @@ def train_and_evaluate(
     allow_partial: bool = False,
     augment: bool = False,
     tta: bool = False,
-    precision: str = "float32",
+    precision: str | None = None,
     engine: str = "local",
     ray_address: str | None = None,
     verbose: int = 0,
@@ -85,10 +85,10 @@ def train_and_evaluate(
     tta : bool
         Score each test image by the mean of its and its mirror's probabilities (test-time
         augmentation); the folds' scores, which choose the parameters, are not averaged.
-    precision : {"float32", "bf16"}
+    precision : {"float32", "bf16"}, optional
         Compute precision of the backbone layers ``finetune`` trains (``bf16``: Keras'
-        ``mixed_bfloat16``, for CPUs with AVX512-BF16 or AMX and recent GPUs); other models
-        refuse anything but float32.
+        ``mixed_bfloat16``, for CPUs with AVX512-BF16 or AMX and recent GPUs); by default the
+        feature file's extraction precision. Other models refuse anything but float32.
     engine : {"local", "ray"}
         ``ray`` runs every cross-validation fit as a Ray task on the cluster at
         ``ray_address`` (default ``$RAY_ADDRESS``, else a local instance).
@@ -154,7 +154,7 @@ def train_and_evaluate(
         # core inside one fit instead.
         inner_jobs = (1 if ray_engine else jobs) if inner_parallel(name) else None
         estimators[name] = MODELS[name].make(seed, inner_jobs)
-        if "precision" in estimators[name].get_params():
+        if precision is not None and "precision" in estimators[name].get_params():
             estimators[name].set_params(precision=precision)
         grids[name] = MODELS[name].grid
         if grid is not None:

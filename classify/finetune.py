@@ -139,10 +139,11 @@ class FineTune(KerasClassifier):
         The feature file's extraction settings (``classify`` sets them from the file).
     weights : str, optional
         The weights to rebuild the backbone with (named, or a file's path).
-    precision : {"float32", "bf16"}
+    precision : {"float32", "bf16"}, optional
         Compute precision of the backbone's layers being fine-tuned: ``bf16`` runs them under
         Keras' ``mixed_bfloat16`` policy (float32 weights, bfloat16 arithmetic; for CPUs with
-        AVX512-BF16 or AMX and recent GPUs); the head computes in float32 either way.
+        AVX512-BF16 or AMX and recent GPUs); None (the default) the feature file's own
+        extraction precision. The head computes in float32 either way.
 
     Examples
     --------
@@ -155,7 +156,7 @@ class FineTune(KerasClassifier):
                  momentum: float = 0.9, epochs: int = 100, patience: int = 10, batch_size: int = 32,
                  validation_fraction: float = 0.1, random_state: int = 0,
                  extraction: dict | None = None, weights: str | None = None,
-                 precision: str = "float32"):
+                 precision: str | None = None):
         self.hidden = hidden
         self.dropout = dropout
         self.warmup_epochs = warmup_epochs
@@ -186,7 +187,7 @@ class FineTune(KerasClassifier):
             raise ValueError(f"warmup_learning_rate must be above 0, got {self.warmup_learning_rate!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
-        if self.precision not in PRECISIONS:
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def fit(self, X: np.ndarray, y: np.ndarray, image_ids: np.ndarray | None = None,
@@ -205,7 +206,8 @@ class FineTune(KerasClassifier):
         ext = self.extraction
         # The layers above the stored one are built under the training precision's policy;
         # the maps below were stored at the file's own.
-        loaded = extraction_backbone(dict(ext, precision=self.precision), "the feature file",
+        precision = self.precision or ext.get("precision") or "float32"
+        loaded = extraction_backbone(dict(ext, precision=precision), "the feature file",
                                      self.weights, up_to=BACKBONES[ext["backbone"]].feature_layer)
         top = top_of_backbone(loaded, ext["layer"])
         maps = stored_maps(np.asarray(X, dtype=np.float32), tuple(top.input_shape[1:]))

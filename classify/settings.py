@@ -96,7 +96,7 @@ def check_settings(
     verbose: int,
     augment: bool = False,
     tta: bool = False,
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`classify.train_and_evaluate` cannot
     run with (the grid's parameter names are checked against the estimator when it is made)."""
@@ -116,9 +116,9 @@ def check_settings(
         raise SettingsError(f"{named('engine')} must be one of {', '.join(ENGINES)}, got {engine!r}")
     from .finetune import PRECISIONS
 
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise SettingsError(f"{named('precision')} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "float32":
+    if precision not in (None, "float32"):
         for model in models:
             if "precision" not in MODELS[model].make(0, None).get_params():
                 raise SettingsError(f"{named('precision')} {precision} is for the models that train "

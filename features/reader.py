@@ -127,10 +127,12 @@ class FeatureFile:
         augment = self.attrs.get("augment", schema.ATTR_DEFAULTS["augment"])
         if self.has_mirrors != (augment == "flip"):
             raise FeatureFileError(f"{name}: its augment attribute is {augment!r} but it "
-                                   f"{'holds' if self.has_mirrors else 'lacks'} mirror_features")
+                                   f"{'holds' if self.has_mirrors else 'lacks'} mirror_features; "
+                                   "extract it again with --overwrite")
         if self.has_mirrors and f[schema.MIRROR_FEATURES].shape != features.shape:
             raise FeatureFileError(f"{name}: mirror_features has shape "
-                                   f"{f[schema.MIRROR_FEATURES].shape}, features {features.shape}")
+                                   f"{f[schema.MIRROR_FEATURES].shape}, features {features.shape}; "
+                                   "extract it again with --overwrite")
         self.skipped = (
             [tuple(decode_strings(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
         )

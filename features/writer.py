@@ -4,9 +4,10 @@ Committed data is never rewritten in place. Every ``buffer_size`` rows the write
 
 1. writes those rows to a new *part* file in ``<output>.parts/`` under a temporary name,
    syncs it to disk and renames it into place, then
-2. rewrites ``<output>`` as a small *index*: ``features``, ``labels`` and ``paths`` are HDF5
-   virtual datasets over all parts, beside ``label_names``, ``skipped`` and the provenance
-   attributes; again written under a temporary name, synced and atomically renamed.
+2. rewrites ``<output>`` as a small *index*: ``features``, ``labels`` and ``paths`` (and
+   ``mirror_features``) are HDF5 virtual datasets over all parts, beside ``label_names``,
+   ``skipped`` and the provenance attributes; again written under a temporary name, synced
+   and atomically renamed.
 
 So at any moment, SIGKILL and power loss included, ``<output>`` is either the previous index
 or the next one: a valid feature file whose rows are all committed, which ``python -m extract``
@@ -400,7 +401,8 @@ class FeatureWriter:
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ValueError(f"features must have shape (n, {self.dim}), got {features.shape}")
         if (mirror is not None) != self.mirrors:
-            raise ValueError("mirror features are required by a writer with mirrors=True, and only by one")
+            raise ValueError(f"{self.path}: mirror features are required by a writer with "
+                             "mirrors=True, and only by one")
         if mirror is not None and np.shape(mirror) != features.shape:
             raise ValueError(
                 f"mirror must have the shape of features {features.shape}, got {np.shape(mirror)}"

@@ -87,6 +87,22 @@ def test_writer_commits_mirrors_with_their_rows_and_resumes(tmp_path):
         assert not f["mirror_features"].is_virtual  # the finished file is self-contained
 
 
+def test_extending_and_pruning_a_finished_file_keeps_each_mirror_with_its_row(tmp_path):
+    out = tmp_path / "f.hdf5"
+    X = np.arange(24, dtype=np.float32).reshape(6, 4)
+    names = [f"x/{i}.png" for i in range(6)]
+    with FeatureWriter(out, dim=4, label_names=["x"], attrs={}, mirrors=True) as w:
+        w.add(X[:4], [0] * 4, names[:4], mirror=-X[:4])
+    with FeatureWriter(out, dim=4, label_names=["x"], attrs={}, resume=True, mirrors=True) as w:
+        w.add(X[4:], [0] * 2, names[4:], mirror=-X[4:])  # the finished file becomes the first part
+        w.finish(drop={"x/1.png", "x/4.png"})  # --prune: images no longer in the dataset
+    keep = [0, 2, 3, 5]
+    with FeatureFile(out) as ff:
+        assert ff.paths == [names[i] for i in keep]
+        np.testing.assert_array_equal(ff.load_features(), X[keep])
+        np.testing.assert_array_equal(ff.load_mirror_features(), -X[keep])
+
+
 def test_a_file_without_mirrors_says_how_to_get_them(tmp_path):
     out = tmp_path / "f.hdf5"
     with FeatureWriter(out, dim=2, label_names=["x", "y"], attrs={}) as w:
@@ -169,6 +185,51 @@ def test_every_model_takes_mirrors_and_tta_is_a_no_op_on_symmetric_images(symmet
 
 
 # -- which rows train, validate and test -------------------------------------------------
+
+
+def test_train_and_evaluate_searches_with_the_files_mirror_rows(tmp_path, monkeypatch):
+    import classify.search
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(24, 5)).astype(np.float32)
+    out = tmp_path / "f.hdf5"
+    with FeatureWriter(out, dim=5, label_names=["x", "y"], attrs={}, mirrors=True) as w:
+        w.add(X, np.arange(24) % 2, [f"{i}.png" for i in range(24)], mirror=X[:, ::-1] * 2)
+    seen = {}
+    original = classify.search.run_search
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(classify.search, "run_search", spy)
+    train_and_evaluate(out, "logreg", grid={"C": [1.0]}, augment=True, tta=True)
+    np.testing.assert_array_equal(seen["mirror"], X[:, ::-1] * 2)
+    assert seen["augment"] is True and seen["tta"] is True
+
+
+@pytest.mark.parametrize("model", ["head", "finetune"])
+def test_keras_models_are_told_which_rows_are_mirrors(symmetric, model, monkeypatch):
+    import classify.head
+
+    calls = []
+    original = classify.head._validation_split
+
+    def recorder(y, fraction, seed, image_ids=None, mirrored=None):
+        if mirrored is not None:  # (it calls itself on the images alone)
+            calls.append((np.asarray(image_ids), np.asarray(mirrored)))
+        return original(y, fraction, seed, image_ids, mirrored)
+
+    monkeypatch.setattr(classify.head, "_validation_split", recorder)
+    features = symmetric["maps" if MODELS[model].needs_extraction else "last"]
+    result = train_and_evaluate(features, model, grid=QUICK[model], folds=2, augment=True)[model]
+    assert len(calls) == 3  # two folds and the final fit
+    image_ids, mirrored = calls[-1]
+    train = np.setdiff1d(np.arange(24), result.test_indices)
+    assert sorted(image_ids[~mirrored]) == sorted(image_ids[mirrored]) == train.tolist()
+    for image_ids, mirrored in calls[:-1]:
+        assert mirrored.sum() * 2 == len(mirrored)
+        assert sorted(image_ids[~mirrored]) == sorted(image_ids[mirrored])
 
 
 CALLS: list[dict] = []

@@ -129,11 +129,12 @@ def test_ray_file_equals_the_local_engines(ray_installed, data, local, tmp_path,
     assert again.returncode == 0 and "up to date" in again.stdout
 
 
-def test_ray_file_with_mirrors_equals_the_local_engines(ray_installed, data, tmp_path):
+@pytest.mark.parametrize("merge", [False, True])
+def test_ray_file_with_mirrors_equals_the_local_engines(ray_installed, data, tmp_path, merge):
     files = {}
     for engine in ("local", "ray"):
         files[engine] = tmp_path / f"{engine}.hdf5"
-        extra = [*RAY, "--workers", "2", "--merge"] if engine == "ray" else []
+        extra = [*RAY, "--workers", "2", *(["--merge"] if merge else [])] if engine == "ray" else []
         done = run_module("extract", "--dataset", data, "-o", files[engine], *HED, "--augment", "flip",
                           *extra, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
@@ -143,6 +144,8 @@ def test_ray_file_with_mirrors_equals_the_local_engines(ray_installed, data, tmp
         for load in ("load_features", "load_mirror_features"):
             np.testing.assert_allclose(getattr(a, load)(), getattr(b, load)(), rtol=1e-5, atol=1e-5)
         assert not np.array_equal(a.load_features(), a.load_mirror_features())
+    with h5py.File(files["ray"], "r") as f:  # unmerged: the mirrors read through the shards' index
+        assert f["mirror_features"].is_virtual is not merge
 
 
 def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, local, tmp_path):
