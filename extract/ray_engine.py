@@ -196,10 +196,6 @@ def _quiet_data_context() -> None:
     # go to whichever actor was ready first; a pool the cluster cannot hold fails after this
     # wait instead of waiting forever.
     ctx.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
-    # Give each shard to any idle actor, not preferably to one on the node that decoded it:
-    # with locality on, a two-node test cluster wrote all 5 shards on the head node in 2 of 4
-    # CI runs (the decode tasks ran there and its actor was idle whenever the next shard came).
-    ctx.execution_options.actor_locality_enabled = False
     # Its "exception raised from a task" line would only repeat the one line the CLI prints.
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
