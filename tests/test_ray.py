@@ -159,9 +159,10 @@ def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, tmp_
         out = tmp_path / "two_nodes.hdf5"
         # One CPU per actor: one actor per node. Decoding reserves no CPU, so it still runs.
         # Ray Data gives a decoded shard to the least busy actor, the same one on a tie, so
-        # both nodes write only when a shard is ready while the other actor still works: at
-        # 160 pixels a shard takes the backbone about 1 s, decoding it about 0.05 s (at 64
-        # pixels the two were close, and 2 of 4 CI runs wrote every shard on one node).
+        # both nodes write only when a shard is ready while the other actor still works. At 64
+        # pixels a shard took the backbone 0.16 s, no more than Ray's own hand-over, and 2 of 4
+        # CI runs wrote every shard on one node; at 160 pixels it takes 0.65 s (decoding 0.01 s)
+        # and 8 of 8 runs, 4 beside a busy core, split the 5 shards 3/2.
         big = [*HED[:2], "--image-size", "160", *HED[4:]]
         done = run_module(
             "extract", "--dataset", data, "-o", out, *big, *RAY, "--workers", "2",
