@@ -309,22 +309,21 @@ def _imagenet_predictions(
 ) -> Iterator[ImagenetPrediction]:
     from tqdm.auto import tqdm
 
-    from extract.pipeline import decoded_batches
+    from extract.decoding import decoded_batches
     from extract.sources import ImageListing
 
     listing = ImageListing(Path(""), [], files, np.zeros(len(files), dtype=np.int32))
     with tqdm(total=len(files), unit="img", desc="imagenet", file=sys.stderr, disable=not progress) as bar:
         for batch in decoded_batches(listing, range(len(files)), batch_size, loaded.image_size, "nearest"):
-            good = [(i, img) for i, img in batch if not isinstance(img, str)]
             done: dict[int, ImagenetPrediction] = {
-                i: ImagenetPrediction(files[i], [], img) for i, img in batch if isinstance(img, str)
+                i: ImagenetPrediction(files[i], [], reason) for i, reason in batch.failed
             }
-            if good:
-                proba = loaded.embed(np.stack([img for _, img in good]))
-                for (i, _), ranked in zip(good, decode_predictions(proba, top, index), strict=True):
+            if batch.decoded:
+                proba = loaded.embed(batch.images)
+                for i, ranked in zip(batch.decoded, decode_predictions(proba, top, index), strict=True):
                     done[i] = ImagenetPrediction(files[i], ranked)
-            yield from (done[i] for i, _ in batch)  # in the order given
-            bar.update(len(batch))
+            yield from (done[i] for i in batch.indices)  # in the order given
+            bar.update(len(batch.indices))
 
 
 def iter_imagenet_predictions(

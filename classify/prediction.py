@@ -261,7 +261,7 @@ def _predictions(
 ) -> Iterator[Prediction]:
     from tqdm.auto import tqdm
 
-    from extract.pipeline import decoded_batches
+    from extract.decoding import decoded_batches
     from extract.sources import ImageListing
 
     ext = card["extraction"]
@@ -271,24 +271,23 @@ def _predictions(
     with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=not progress) as bar:
         for batch in decoded_batches(listing, range(len(files)), batch_size, loaded.image_size,
                                      ext.get("interpolation") or "nearest"):
-            good = [(i, img) for i, img in batch if not isinstance(img, str)]
             done: dict[int, Prediction] = {
-                i: Prediction(files[i], None, None, [], img) for i, img in batch if isinstance(img, str)
+                i: Prediction(files[i], None, None, [], reason) for i, reason in batch.failed
             }
-            if good:
-                feats = loaded.embed(np.stack([img for _, img in good]))
+            if batch.decoded:
+                feats = loaded.embed(batch.images)
                 # The classifier was trained on features as stored in the file.
                 feats = feats.astype(stored).astype(np.float32)
                 proba = estimator.predict_proba(feats)
                 # Column k is the label classes_[k]: the labels the model saw, which are not
                 # all of the card's classes when the last ones had no rows yet.
                 labels = getattr(estimator, "classes_", np.arange(proba.shape[1]))
-                for (i, _), p in zip(good, proba, strict=True):
+                for i, p in zip(batch.decoded, proba, strict=True):
                     order = np.argsort(-p)[:top]
                     ranked = [(names[int(labels[k])], float(p[k])) for k in order]
                     done[i] = Prediction(files[i], ranked[0][0], ranked[0][1], ranked)
-            yield from (done[i] for i, _ in batch)  # in the order given
-            bar.update(len(batch))
+            yield from (done[i] for i in batch.indices)  # in the order given
+            bar.update(len(batch.indices))
 
 
 def iter_predictions(

@@ -10,6 +10,7 @@ from features.schema import AUGMENTS, FEATURE_DTYPES
 
 from . import tf_logs  # noqa: F401 - sets TensorFlow's log level before anything imports it
 from .backbones import POOLINGS, PRECISIONS, PREPROCESS_MODULES
+from .decoding import DECODERS
 from .images import DEFAULT_MAX_PIXELS, INTERPOLATIONS
 from .ray_engine import DEFAULT_SHARD_SIZE
 from .sources import DATA_ENV
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per backbone call (default: 32)")
     p.add_argument("--buffer-size", type=whole_number, default=1000, metavar="N",
                    help="rows kept in memory between writes to the file (default: 1000)")
+    p.add_argument("--decoder", choices=DECODERS,
+                   help="how the local engine decodes images: processes (default on Linux; each "
+                        "decodes its share of a batch into shared memory) or threads (one process, "
+                        "Python's lock limits it); both give the same pixels")
+    p.add_argument("--decode-workers", type=whole_number, metavar="N",
+                   help="decoding processes or threads (default: one per core)")
     p.add_argument("--dtype", default="float32", choices=FEATURE_DTYPES,
                    help="storage type of the features; float16 halves the file (default: float32)")
     p.add_argument("--precision", default="float32", choices=list(PRECISIONS),
@@ -197,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite, prune=args.prune, progress=not args.quiet,
             verbose=args.verbose, engine=args.engine, ray_address=args.ray_address,
             workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-            shard_size=args.shard_size, merge=args.merge,
+            shard_size=args.shard_size, merge=args.merge, decoder=args.decoder,
+            decode_workers=args.decode_workers,
         )
     except SettingsError as exc:
         parser.error(str(exc))  # exits with 2

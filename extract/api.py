@@ -52,17 +52,20 @@ def check_settings(
     layers: Sequence[str] | None = None,
     preprocess: str | None = None,
     augment: str = "none",
+    decoder: str | None = None,
+    decode_workers: int | None = None,
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`extract_features` cannot run with.
 
     The one place these are checked: the command line's parser only turns text into values.
     """
     from .backbones import check_backbone_settings, is_saved_model
+    from .decoding import DECODERS, default_decoder
     from .images import INTERPOLATIONS
 
     for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size),
                         ("shard_size", shard_size), ("max_pixels", max_pixels), ("workers", workers),
-                        ("image_size", image_size)):
+                        ("image_size", image_size), ("decode_workers", decode_workers)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise SettingsError(f"{_named(name)} must be a whole number of at least 1, got {value!r}")
     if layers is not None and (isinstance(layers, str) or not layers
@@ -82,6 +85,11 @@ def check_settings(
             f"{_named('interpolation')} must be one of {', '.join(sorted(INTERPOLATIONS))}, "
             f"got {interpolation!r}"
         )
+    if decoder is not None and decoder not in DECODERS:
+        raise SettingsError(f"{_named('decoder')} must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "processes" and default_decoder() != "processes":
+        raise SettingsError(f'{_named("decoder")} "processes" needs a platform that forks (Linux); '
+                            'use "threads"')
     if augment not in AUGMENTS:
         raise SettingsError(f"{_named('augment')} must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if dtype not in FEATURE_DTYPES:
@@ -163,6 +171,8 @@ def extract_features(
     cpus_per_worker: float = 1.0,
     shard_size: int | None = None,
     merge: bool = False,
+    decoder: str | None = None,
+    decode_workers: int | None = None,
 ) -> ExtractSummary | dict[str, ExtractSummary]:
     """Extract one feature vector per image of a class-per-folder dataset into an HDF5 file.
 
@@ -210,6 +220,9 @@ def extract_features(
         lines.
     engine, ray_address, workers, cpus_per_worker, shard_size, merge
         ``"ray"`` runs on a Ray cluster (see the README's "On a Ray cluster").
+    decoder, decode_workers
+        The local engine's image decoders: ``"processes"`` (default on Linux) or
+        ``"threads"``, and how many (default: one per core). Both give the same pixels.
 
     Returns
     -------
@@ -251,7 +264,7 @@ def extract_features(
         interpolation=interpolation, batch_size=batch_size, buffer_size=buffer_size, dtype=dtype,
         precision=precision, max_pixels=max_pixels, engine=engine, workers=workers,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, layers=layers, preprocess=preprocess,
-        augment=augment,
+        augment=augment, decoder=decoder, decode_workers=decode_workers,
     )
     from PIL import Image
 
@@ -269,7 +282,8 @@ def extract_features(
                 dict(backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
                      precision=precision, layers=layers, preprocess=preprocess),
                 dict(prune=prune, batch_size=batch_size, dtype=dtype, interpolation=interpolation,
-                     max_pixels=max_pixels, progress=progress, augment=augment),
+                     max_pixels=max_pixels, progress=progress, augment=augment, decoder=decoder,
+                     decode_workers=decode_workers),
                 dict(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
                      shard_size=shard_size, merge=merge),
                 buffer_size, verbose,
@@ -473,6 +487,8 @@ def _extract_on_ray(listing, output, plan, existing, model, options, ray_setting
     try:
         spec = {k: v for k, v in model.items() if k not in ("backbone", "top")}
         spec["name"] = model["backbone"]
+        # Ray Data's own tasks decode there.
+        options = {k: v for k, v in options.items() if k not in ("decoder", "decode_workers")}
         return ray_extract(listing, spec, output, plan=plan, options=ray_options, on_facts=check,
                            **options)
     finally:

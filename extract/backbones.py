@@ -187,14 +187,24 @@ class LoadedBackbone:
         """The (first) layer the features come from."""
         return self.layers[0]
 
-    def embed_all(self, images: np.ndarray) -> list[np.ndarray]:
+    def embed_all(self, images: np.ndarray, pad_to: int | None = None) -> list[np.ndarray]:
         """Feature rows, float32 ``(n, dim)``, of each layer, for uint8 RGB images
-        ``(n, size, size, 3)``: the backbone's own ``preprocess_input``, then one model run."""
+        ``(n, size, size, 3)``: the backbone's own ``preprocess_input``, then one model run.
+
+        With ``pad_to``, a smaller batch runs padded with black images to that many, so the
+        model always sees one batch shape (a compiled function is then traced once: JAX and
+        XLA compile again for every new shape); the padding's rows are dropped.
+        """
+        n = len(images)
         x = self.backbone.preprocess_input(np.asarray(images).astype(np.float32))
+        if pad_to and n < pad_to:
+            x = np.concatenate([x, np.broadcast_to(
+                self.backbone.preprocess_input(np.zeros((1, *x.shape[1:]), np.float32)),
+                (pad_to - n, *x.shape[1:]))])
         outputs = self.model.predict_on_batch(x)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        return [np.asarray(out, dtype=np.float32).reshape(len(out), -1) for out in outputs]
+        return [np.asarray(out[:n], dtype=np.float32).reshape(n, -1) for out in outputs]
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Feature rows of the first layer (see :meth:`embed_all`)."""
@@ -576,9 +586,21 @@ def gpu_present() -> bool:
         import jax
 
         return any(d.platform == "gpu" for d in jax.devices())
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.is_available()
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def fixed_shape_helps() -> bool:
+    """True where running every batch at one shape pays: on a GPU (one compiled graph, and
+    the same kernels for every batch) and on JAX (``jit`` compiles again for each new shape)."""
+    import keras
+
+    return keras.backend.backend() == "jax" or gpu_present()
 
 
 def recorded_preprocessing(name: str, preprocess: str | None = None) -> str:

@@ -9,6 +9,7 @@ clipped to white by Pillow's ``convert("RGB")``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -83,3 +84,16 @@ def load_image(
         # Pillow reports truncated and corrupt data as OSError (SyntaxError for some formats).
         kind = "truncated file" if "truncat" in str(exc).lower() else "cannot decode"
         raise ImageDecodeError(f"{kind}: {exc}") from None
+
+
+def decode_or_reason(
+    root: Path, rel: str, size: int, interpolation: str, max_pixels: int | None
+) -> np.ndarray | str:
+    """The image ``root / rel`` decoded as :func:`load_image` does at ``size`` x ``size``, or
+    the reason it could not be (the text a feature file's ``skipped`` list records)."""
+    try:
+        return load_image(root / rel, (size, size), interpolation, max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        return str(exc)
+    except OSError as exc:  # unreadable file: permissions, vanished since listing
+        return f"cannot read: {exc.strerror or exc}"

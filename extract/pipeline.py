@@ -1,21 +1,19 @@
-"""The local extraction engine: images → backbone → feature file, in one process.
+"""The local extraction engine: images → backbone → feature file, on this machine.
 
-Images are decoded by a pool of threads (Pillow releases the GIL while decoding and
-resizing) a few batches ahead of the backbone, so inference never waits on JPEG decoding.
-Rows reach the writer in listing order, so the file's row order does not depend on timing.
+Images are decoded by worker processes a few batches ahead of the backbone
+(:mod:`extract.decoding`) and rows are written by a background thread
+(:mod:`features.background`), so the backbone waits on neither. Rows reach the writer in
+listing order, so the file's row order does not depend on timing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,14 +25,12 @@ from tqdm.auto import tqdm
 
 import features
 from features import FeatureWriter, schema
+from features.background import BackgroundWriter
 
-from .backbones import LoadedBackbone
-from .images import ImageDecodeError, load_image
+from .backbones import LoadedBackbone, fixed_shape_helps
+from .decoding import decoded_batches
 from .plan import Plan, plan_work
 from .sources import ImageListing
-
-#: Batches decoded ahead of the one the backbone is working on.
-PREFETCH_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -87,53 +83,6 @@ class ExtractSummary:
             f"{pruned}{nodes} in {self.seconds:.1f} s ({self.images_per_second:.2f} images/s) to "
             f"{self.output} ({self.rows} rows)"
         )
-
-
-def decode_or_reason(
-    root: Path, rel: str, size: int, interpolation: str, max_pixels: int | None
-) -> np.ndarray | str:
-    """The decoded image, or the reason it could not be decoded."""
-    try:
-        return load_image(root / rel, (size, size), interpolation, max_pixels=max_pixels)
-    except ImageDecodeError as exc:
-        return str(exc)
-    except OSError as exc:  # unreadable file: permissions, vanished since listing
-        return f"cannot read: {exc.strerror or exc}"
-
-
-def decoded_batches(
-    listing: ImageListing,
-    indices: Sequence[int],
-    batch_size: int,
-    size: int,
-    interpolation: str = "nearest",
-    workers: int | None = None,
-    max_pixels: int | None = None,
-) -> Iterator[list[tuple[int, np.ndarray | str]]]:
-    """Yield batches of ``(index into listing, image or reason)`` for ``indices``, in order.
-
-    Up to :data:`PREFETCH_BATCHES` batches after the one yielded are being decoded meanwhile.
-    """
-    indices = list(indices)
-    n = len(indices)
-    starts = iter(range(0, n, batch_size))
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-
-        def submit(start: int) -> list:
-            return [
-                (i, pool.submit(
-                    decode_or_reason, listing.root, listing.paths[i], size, interpolation, max_pixels
-                ))
-                for i in indices[start : start + batch_size]
-            ]
-
-        pending = deque(submit(s) for s in itertools.islice(starts, PREFETCH_BATCHES + 1))
-        while pending:
-            batch = pending.popleft()
-            nxt = next(starts, None)
-            if nxt is not None:
-                pending.append(submit(nxt))
-            yield [(i, future.result()) for i, future in batch]
 
 
 def backbone_facts(loaded: LoadedBackbone, index: int = 0) -> dict:
@@ -219,6 +168,9 @@ def extract_layers(
     max_pixels: int | None = None,
     progress: bool = True,
     augment: str = "none",
+    decoder: str | None = None,
+    decode_workers: int | None = None,
+    fixed_shape: bool | None = None,
 ) -> list[ExtractSummary]:
     """Extract the features of every layer of ``loaded`` in one pass over ``listing``: layer
     ``k`` into ``targets[k]``, an output file and its plan (:func:`extract.plan.plan_work`).
@@ -231,10 +183,17 @@ def extract_layers(
     file stores those rows as ``mirror_features``. Batches are cut from the images to do, in
     listing order; each image's features do not depend on the batch it runs in (tested:
     resumed runs are bit-equal to uninterrupted ones).
+
+    Images are decoded by ``decode_workers`` processes or threads (``decoder``, see
+    :func:`extract.decoding.decoded_batches`) a few batches ahead, and rows are committed by
+    a :class:`features.background.BackgroundWriter` while the next batch runs. With
+    ``fixed_shape`` (default: :func:`extract.backbones.fixed_shape_helps`) the last, smaller
+    batch runs padded to ``batch_size``.
     """
     started = time.perf_counter()
     name = dataset or listing.root.name
     flip = augment == "flip"
+    pad_to = batch_size if (fixed_shape_helps() if fixed_shape is None else fixed_shape) else None
     todo = np.unique(np.concatenate([plan.todo for _, plan in targets])).astype(np.int64)
     wanted = [set(plan.todo.tolist()) for _, plan in targets]
     skipped: list[list[tuple[str, str]]] = [[] for _ in targets]
@@ -254,25 +213,28 @@ def extract_layers(
             for k, (output, plan) in enumerate(targets)
         ]
         stack.enter_context(bar)
+        # Entered after the writers, so left before them: the calls already given still run
+        # (a Ctrl-C loses no computed row), then each writer commits or keeps what it holds.
+        background = stack.enter_context(BackgroundWriter())
         for batch in decoded_batches(listing, todo, batch_size, loaded.image_size, interpolation,
-                                     max_pixels=max_pixels):
-            good = [(i, image) for i, image in batch if not isinstance(image, str)]
-            images = np.stack([image for _, image in good]) if good else None
-            rows = loaded.embed_all(images) if good else []
-            mirror_rows = loaded.embed_all(mirrored(images)) if good and flip else None
+                                     max_pixels=max_pixels, decoder=decoder, workers=decode_workers):
+            rows = loaded.embed_all(batch.images, pad_to) if batch.decoded else []
+            mirror_rows = loaded.embed_all(mirrored(batch.images), pad_to) if batch.decoded and flip else None
             for k, ((_, plan), writer) in enumerate(zip(targets, writers, strict=True)):
-                for i, reason in batch:
-                    if isinstance(reason, str) and i in wanted[k]:
-                        writer.skip(listing.paths[i], reason)
+                for i, reason in batch.failed:
+                    if i in wanted[k]:
+                        background.call(writer.skip, listing.paths[i], reason)
                         skipped[k].append((listing.paths[i], reason))
-                mine = [j for j, (i, _) in enumerate(good) if i in wanted[k]]
+                mine = [j for j, i in enumerate(batch.decoded) if i in wanted[k]]
                 if mine:
-                    ids = [good[j][0] for j in mine]
-                    writer.add(rows[k][mine], plan.labels[ids], [listing.paths[i] for i in ids],
-                               mirror=mirror_rows[k][mine] if flip else None)
-            bar.update(len(batch))
+                    ids = [batch.decoded[j] for j in mine]
+                    background.call(writer.add, rows[k][mine], plan.labels[ids],
+                                    [listing.paths[i] for i in ids],
+                                    mirror=mirror_rows[k][mine] if flip else None)
+            bar.update(len(batch.indices))
             if any(skipped):
                 bar.set_postfix(skipped=max(map(len, skipped)), refresh=False)
+        background.close()
         pruned = [writer.finish(drop=plan.gone if prune else ())
                   for (_, plan), writer in zip(targets, writers, strict=True)]
     return [ExtractSummary.of(writer, listing, skipped[k], started, pruned[k])

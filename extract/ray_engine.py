@@ -48,7 +48,8 @@ from features.reader import decode_strings, plain_attr
 from features.writer import parts_dir, unpublished_shards
 
 from .errors import ExtractError
-from .pipeline import ExtractSummary, backbone_facts, decode_or_reason, provenance, run_attrs
+from .images import decode_or_reason
+from .pipeline import ExtractSummary, backbone_facts, provenance, run_attrs
 from .plan import Plan
 from .sources import ImageListing
 

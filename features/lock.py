@@ -8,6 +8,15 @@ from pathlib import Path
 
 LOCK_SUFFIX = ".lock"
 
+# The descriptors of the locks this process holds, so that a forked child (a decoding
+# process) can close its copies: a flock lasts while any copy of its descriptor is open.
+_HELD: set[int] = set()
+
+
+def held_descriptors() -> list[int]:
+    """The file descriptors of the output locks this process holds."""
+    return sorted(_HELD)
+
 
 class OutputLockedError(Exception):
     """Another process is writing the same output; the message is one line for the user."""
@@ -59,6 +68,7 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _HELD.add(fd)
 
     def release(self) -> None:
         if self._fd is None:
@@ -67,6 +77,7 @@ class OutputLock:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        _HELD.discard(self._fd)
         os.close(self._fd)  # closing drops the flock
         self._fd = None
 

@@ -6,6 +6,7 @@ Runs use real VGG16 weights (hed-bsds500) on a small flowers17 subset at 96 x 96
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -106,6 +107,49 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, kil
     assert np.array_equal(Xr, X)  # bit-equal
     assert np.array_equal(yr, y) and pr == paths and nr == names
     assert not (tmp_path / "killed.hdf5.parts").exists()
+
+
+# Run in a child: the writer thread's second commit SIGKILLs the process before writing, once
+# it has noted which thread it runs in, the rows it held and the rows the file held.
+KILL_IN_WRITER = """
+import json, os, signal, sys, threading
+import features.writer
+flush = features.writer.FeatureWriter.flush
+def dying_flush(self):
+    if self.rows_written:  # the second commit: the first one's rows are in the file
+        with open(sys.argv[1], "w") as f:
+            json.dump({"held": self._buffered, "committed": self.rows_written,
+                       "thread": threading.current_thread().name}, f)
+        os.kill(os.getpid(), signal.SIGKILL)
+    flush(self)
+features.writer.FeatureWriter.flush = dying_flush
+from extract.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_run_killed_while_the_background_writer_holds_rows_resumes_bit_equal(reference, tmp_path):
+    data, (X, y, paths, names, _, _) = reference
+    out, note = tmp_path / "killed.hdf5", tmp_path / "held.json"
+    argv = extract_argv(data, out)[3:]  # the arguments of python -m extract
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_WRITER, str(note), *argv], cwd=REPO,
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    held = json.loads(note.read_text())
+    # The writer thread was committing 8 rows (--buffer-size 8) while the backbone went on;
+    # none of them reached the file.
+    assert held == {"held": 8, "committed": 8, "thread": "featurebank-writer"}
+    Xk, _, pk, _, _, attrs = contents(out, allow_partial=True)
+    assert len(Xk) == 8 and attrs["complete"] is False
+    assert np.array_equal(Xk, X[:8]) and pk == paths[:8]
+
+    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"continuing the unfinished {out}: 8 images done" in result.stderr
+    Xr, yr, pr, nr, _, attrs = contents(out)
+    assert attrs["complete"] is True
+    assert np.array_equal(Xr, X)  # bit-equal
+    assert np.array_equal(yr, y) and pr == paths and nr == names
 
 
 def test_killed_run_with_mirrors_resumes_to_the_uninterrupted_result(source, tmp_path):
