@@ -187,16 +187,19 @@ class LoadedBackbone:
         """The (first) layer the features come from."""
         return self.layers[0]
 
-    def embed_all(self, images: np.ndarray, pad_to: int | None = None) -> list[np.ndarray]:
+    def embed_all(
+        self, images: np.ndarray, pad_to: int | None = None, preprocessed: bool = False
+    ) -> list[np.ndarray]:
         """Feature rows, float32 ``(n, dim)``, of each layer, for uint8 RGB images
         ``(n, size, size, 3)``: the backbone's own ``preprocess_input``, then one model run.
+        With ``preprocessed``, ``images`` already went through ``preprocess_input`` (float32).
 
         With ``pad_to``, a smaller batch runs padded with black images to that many, so the
         model always sees one batch shape (a compiled function is then traced once: JAX and
         XLA compile again for every new shape); the padding's rows are dropped.
         """
         n = len(images)
-        x = self.backbone.preprocess_input(np.asarray(images).astype(np.float32))
+        x = images if preprocessed else self.backbone.preprocess_input(np.asarray(images).astype(np.float32))
         if pad_to and n < pad_to:
             x = np.concatenate([x, np.broadcast_to(
                 self.backbone.preprocess_input(np.zeros((1, *x.shape[1:]), np.float32)),

@@ -25,7 +25,7 @@ import os
 import secrets
 import signal
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -76,10 +76,22 @@ class DecodedBatch:
     failed: list[tuple[int, str]]
 
 
-# Shared slots of the runs of this process, by token: set before the pool forks, so every
-# worker inherits the mapping (an anonymous MAP_SHARED mmap), and looked up by the token a
-# task carries.
-_SLOTS: dict[str, np.ndarray] = {}
+# Shared slots of the runs of this process and their preprocessing, by token: set before the
+# pool forks, so every worker inherits the mapping (an anonymous MAP_SHARED mmap) and the
+# function, and looked up by the token a task carries.
+_SLOTS: dict[str, tuple[np.ndarray, Preprocess | None]] = {}
+
+#: A backbone's ``preprocess_input``: float32 RGB images in [0, 255] to the model's input.
+Preprocess = Callable[[np.ndarray], np.ndarray]
+
+
+def _prepared(image: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
+    """One decoded image as the backbone takes it. Every ``preprocess_input`` of
+    keras.applications works pixel by pixel, so preprocessing images one at a time (here, in
+    the decoders) gives the very values preprocessing the batch would."""
+    if preprocess is None:
+        return image
+    return preprocess(image[None].astype(np.float32))[0]
 
 
 def _start_worker(parent: int) -> None:
@@ -108,22 +120,25 @@ def _decode_into(
 ) -> list[str | None]:
     """Worker task: decode ``rels`` into positions ``start...`` of shared slot ``slot``; the
     reason for each image that could not be decoded, None for each that was."""
-    target = _SLOTS[token][slot]
+    slots, preprocess = _SLOTS[token]
+    target = slots[slot]
     reasons: list[str | None] = []
     for k, rel in enumerate(rels):
         result = decode_or_reason(Path(root), rel, size, interpolation, max_pixels)
         if isinstance(result, str):
             reasons.append(result)
         else:
-            target[start + k] = result
+            target[start + k] = _prepared(result, preprocess)
             reasons.append(None)
     return reasons
 
 
 def _decode_list(
-    root: str, rels: Sequence[str], size: int, interpolation: str, max_pixels: int | None
+    root: str, rels: Sequence[str], size: int, interpolation: str, max_pixels: int | None,
+    preprocess: Preprocess | None,
 ) -> list[np.ndarray | str]:
-    return [decode_or_reason(Path(root), rel, size, interpolation, max_pixels) for rel in rels]
+    results = [decode_or_reason(Path(root), rel, size, interpolation, max_pixels) for rel in rels]
+    return [r if isinstance(r, str) else _prepared(r, preprocess) for r in results]
 
 
 def decoded_batches(
@@ -135,12 +150,15 @@ def decoded_batches(
     workers: int | None = None,
     max_pixels: int | None = None,
     decoder: str | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Iterator[DecodedBatch]:
     """Yield the images at ``indices`` of ``listing`` decoded, ``batch_size`` at a time, in
     order, while the next :data:`PREFETCH_BATCHES` batches are being decoded.
 
     ``decoder`` is ``"processes"`` or ``"threads"`` (default: :func:`default_decoder`), with
-    ``workers`` of them (default: one per core). Both give the same pixels.
+    ``workers`` of them (default: one per core). Both give the same pixels. With
+    ``preprocess`` (a backbone's ``preprocess_input``) the decoders also preprocess, and
+    ``images`` are float32 model inputs instead of uint8 pixels.
 
     Examples
     --------
@@ -160,29 +178,32 @@ def decoded_batches(
     if not indices:
         return
     if decoder == "threads":
-        yield from _thread_batches(listing, indices, batch_size, size, interpolation, workers, max_pixels)
+        yield from _thread_batches(listing, indices, batch_size, size, interpolation, workers,
+                                   max_pixels, preprocess)
     else:
-        yield from _process_batches(listing, indices, batch_size, size, interpolation, workers, max_pixels)
+        yield from _process_batches(listing, indices, batch_size, size, interpolation, workers,
+                                    max_pixels, preprocess)
 
 
 def _batches(indices: list[int], batch_size: int) -> list[list[int]]:
     return [indices[s : s + batch_size] for s in range(0, len(indices), batch_size)]
 
 
-def _thread_batches(listing, indices, batch_size, size, interpolation, workers, max_pixels):
+def _thread_batches(listing, indices, batch_size, size, interpolation, workers, max_pixels,
+                    preprocess):
     root = str(listing.root)
     # One image per task: Pillow releases the interpreter lock while it decodes and resizes.
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def submit(batch: list[int]) -> tuple[list[int], list[Future]]:
             return batch, [pool.submit(_decode_list, root, [listing.paths[i]], size, interpolation,
-                                       max_pixels) for i in batch]
+                                       max_pixels, preprocess) for i in batch]
 
         for batch, futures in _ahead(_batches(indices, batch_size), submit):
             results = [f.result()[0] for f in futures]
             good = [k for k, r in enumerate(results) if not isinstance(r, str)]
             images = (np.stack([results[k] for k in good]) if good
-                      else np.empty((0, size, size, 3), np.uint8))
+                      else np.empty((0, size, size, 3), np.float32 if preprocess else np.uint8))
             yield DecodedBatch(batch, images, [batch[k] for k in good],
                                [(batch[k], r) for k, r in enumerate(results) if isinstance(r, str)])
 
@@ -201,14 +222,17 @@ def _ahead(batches: list, submit) -> Iterator:
         yield current
 
 
-def _process_batches(listing, indices, batch_size, size, interpolation, workers, max_pixels):
+def _process_batches(listing, indices, batch_size, size, interpolation, workers, max_pixels,
+                     preprocess):
     root = str(listing.root)
     batches = _batches(indices, batch_size)
     n_slots = PREFETCH_BATCHES + 2  # the current batch, the next one submitted, those ahead
     shape = (n_slots, batch_size, size, size, 3)
-    memory = mmap.mmap(-1, int(np.prod(shape)))  # anonymous and shared: inherited by the fork
+    dtype = np.dtype(np.float32 if preprocess else np.uint8)
+    # Anonymous and shared: inherited by the fork.
+    memory = mmap.mmap(-1, int(np.prod(shape)) * dtype.itemsize)
     token = secrets.token_hex(8)
-    _SLOTS[token] = np.frombuffer(memory, dtype=np.uint8).reshape(shape)
+    _SLOTS[token] = (np.frombuffer(memory, dtype=dtype).reshape(shape), preprocess)
     # A share of each batch per worker, so that every worker is busy even with few batches
     # ahead; at least 4 images a task, which keeps the per-task overhead small.
     per_task = max(4, -(-batch_size // workers))
@@ -235,7 +259,7 @@ def _process_batches(listing, indices, batch_size, size, interpolation, workers,
                     "run the same command again to continue, or pass --decoder threads"
                 ) from None
             good = [k for k, r in enumerate(reasons) if r is None]
-            images = _SLOTS[token][slot]
+            images = _SLOTS[token][0][slot]
             # All decoded (the usual case): the slot itself, no copy.
             images = images[: len(batch)] if len(good) == len(batch) else images[good]
             yield DecodedBatch(batch, images, [batch[k] for k in good],

@@ -217,9 +217,14 @@ def extract_layers(
         # (a Ctrl-C loses no computed row), then each writer commits or keeps what it holds.
         background = stack.enter_context(BackgroundWriter())
         for batch in decoded_batches(listing, todo, batch_size, loaded.image_size, interpolation,
-                                     max_pixels=max_pixels, decoder=decoder, workers=decode_workers):
-            rows = loaded.embed_all(batch.images, pad_to) if batch.decoded else []
-            mirror_rows = loaded.embed_all(mirrored(batch.images), pad_to) if batch.decoded and flip else None
+                                     max_pixels=max_pixels, decoder=decoder, workers=decode_workers,
+                                     preprocess=loaded.backbone.preprocess_input):
+            # Preprocessed by the decoders; the mirror of a preprocessed image is the
+            # preprocessed mirror (preprocessing works pixel by pixel).
+            x = batch.images
+            rows = loaded.embed_all(x, pad_to, preprocessed=True) if batch.decoded else []
+            mirror_rows = (loaded.embed_all(mirrored(x), pad_to, preprocessed=True)
+                           if batch.decoded and flip else None)
             for k, ((_, plan), writer) in enumerate(zip(targets, writers, strict=True)):
                 for i, reason in batch.failed:
                     if i in wanted[k]:

@@ -162,3 +162,20 @@ def test_a_padded_last_batch_gives_the_rows_of_the_unpadded_one(data):
     padded = loaded.embed_all(batch.images, pad_to=8)[0]
     assert padded.shape == alone.shape == (len(batch.decoded), 2 * 2 * 512)
     np.testing.assert_allclose(padded, alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "mobilenetv2", "densenet121"])  # caffe, tf, torch modes
+def test_decoders_preprocess_image_by_image_as_the_batch_would_be(data, backbone):
+    from extract.backbones import BACKBONES
+
+    preprocess = BACKBONES[backbone].preprocess_input
+    listing = list_images(data)
+    pixels = [b.images.copy() for b in decoded_batches(listing, range(len(listing)), 8, 48,
+                                                       decoder="threads")]
+    for decoder in DECODERS:
+        batches = decoded_batches(listing, range(len(listing)), 8, 48, decoder=decoder,
+                                  workers=2, preprocess=preprocess)
+        for uint8, batch in zip(pixels, batches, strict=True):
+            assert batch.images.dtype == np.float32
+            # bit-equal to preprocessing the whole batch, as embed_all does with uint8 images
+            np.testing.assert_array_equal(batch.images, preprocess(uint8.astype(np.float32)))
