@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resize images to N x N (default: the backbone's, 224)")
     p.add_argument("--interpolation", default="nearest", choices=sorted(INTERPOLATIONS),
                    help="resize filter, as keras.utils.load_img names it (default: nearest, Keras' default)")
-    p.add_argument("--batch-size", type=whole_number, default=32, metavar="N",
-                   help="images per backbone call (default: 32)")
+    p.add_argument("--batch-size", type=whole_number, metavar="N",
+                   help="images per backbone call (default: 32 on a CPU, 128 on a GPU)")
     p.add_argument("--buffer-size", type=whole_number, default=1000, metavar="N",
                    help="rows kept in memory between writes to the file (default: 1000)")
     p.add_argument("--decoder", choices=DECODERS,
@@ -124,10 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoding processes or threads (default: one per core)")
     p.add_argument("--dtype", default="float32", choices=FEATURE_DTYPES,
                    help="storage type of the features; float16 halves the file (default: float32)")
-    p.add_argument("--precision", default="float32", choices=list(PRECISIONS),
+    p.add_argument("--precision", choices=list(PRECISIONS),
                    help="compute precision of the backbone: bf16 (bfloat16; CPUs with AVX512-BF16 "
                         "or AMX, recent GPUs) or fp16 (float16 mixed precision, GPUs); features "
-                        "are still stored as --dtype (default: float32)")
+                        "are still stored as --dtype (default: the file's own when continuing one, "
+                        "else bf16 on a GPU that has it and float32 otherwise)")
     p.add_argument("--augment", default="none", choices=AUGMENTS,
                    help="flip: also store the features of each image mirrored left to right "
                         "(mirror_features, same rows; the backbone runs twice per batch), for "

@@ -40,10 +40,10 @@ def check_settings(
     pooling: str,
     image_size: int | None,
     interpolation: str,
-    batch_size: int,
+    batch_size: int | None,
     buffer_size: int,
     dtype: str,
-    precision: str,
+    precision: str | None,
     max_pixels: int | None,
     engine: str,
     workers: int | None,
@@ -154,10 +154,10 @@ def extract_features(
     preprocess: str | None = None,
     image_size: int | None = None,
     interpolation: str = "nearest",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     buffer_size: int = 1000,
     dtype: str = "float32",
-    precision: str = "float32",
+    precision: str | None = None,
     max_pixels: int | None = None,
     augment: str = "none",
     exclude_classes: Sequence[str] | None = None,
@@ -191,7 +191,9 @@ def extract_features(
     output : path, optional
         The HDF5 file (default: ``<dataset folder name>.hdf5`` in the current directory).
     backbone, weights, pooling, image_size, interpolation, precision
-        The model and how images reach it: see ``python -m extract --help``. ``backbone`` is
+        The model and how images reach it: see ``python -m extract --help``. ``precision``
+        defaults to the file's own when one is continued or extended, else to what suits the
+        device (bf16 on a GPU that has it, float32 otherwise). ``backbone`` is
         a registry name (``python -m extract --list-backbones``) or a saved model's
         ``PATH.keras``; ``weights`` is ``"imagenet"``, ``"hed-bsds500"`` (VGG16 only) or a
         weights file's path.
@@ -204,8 +206,9 @@ def extract_features(
         For a saved model: the ``keras.applications`` module whose ``preprocess_input`` it
         expects, or ``"none"``.
     batch_size, buffer_size, dtype, max_pixels
-        Images per backbone call, rows per commit, storage type, and the pixel limit past
-        which an image is skipped (default: Pillow's decompression-bomb limit).
+        Images per backbone call (default: 32 on a CPU, 128 on a GPU), rows per commit,
+        storage type, and the pixel limit past which an image is skipped (default: Pillow's
+        decompression-bomb limit).
     augment : {"none", "flip"}
         ``"flip"`` also stores each image's features mirrored left to right
         (``mirror_features``, row for row), in the same pass: for ``classify``'s ``augment``
@@ -453,11 +456,14 @@ def _same_weights(existing, output: Path, facts: dict) -> str | None:
 def _extract_here(listing, targets, existing, model, options, buffer_size, verbose):
     """The local engine's part of a run: load the backbone, check it against the files, extract
     every layer in one pass."""
-    from .backbones import cpu_has_bf16, gpu_present, load_backbone
+    from .backbones import cpu_has_bf16, device_defaults, gpu_present, load_backbone
     from .pipeline import backbone_facts, extract_layers
     from .tf_logs import start_keras
 
     start_keras(verbose)
+    batch_size, precision = device_defaults()
+    model = dict(model, precision=model["precision"] or _recorded_precision(existing, precision))
+    options = dict(options, batch_size=options["batch_size"] or batch_size)
     loaded = load_backbone(model["backbone"], model["weights"], model["pooling"], model["image_size"],
                            model["precision"], layers=model["layers"], preprocess=model["preprocess"],
                            top=model["top"])
@@ -471,6 +477,15 @@ def _extract_here(listing, targets, existing, model, options, buffer_size, verbo
     return extract_layers(listing, loaded, targets, buffer_size=buffer_size, **options)
 
 
+def _recorded_precision(existing, default: str) -> str:
+    """The precision of a run given none: that of the files it continues, else ``default``."""
+    recorded = {str(found.attrs.get("precision", "float32")) for found in existing if found is not None}
+    if len(recorded) > 1:
+        raise ExtractError(f"the files of this run were computed in {' and '.join(sorted(recorded))}: "
+                           "pass --precision, with --overwrite for the files made otherwise")
+    return recorded.pop() if recorded else default
+
+
 def _extract_on_ray(listing, output, plan, existing, model, options, ray_settings):
     """The Ray engine's part of a run: join or start Ray, extract, stop what it started."""
     import ray
@@ -478,6 +493,11 @@ def _extract_on_ray(listing, output, plan, existing, model, options, ray_setting
     from .ray_engine import RayOptions, connect, ray_extract
 
     ray_options = RayOptions(**ray_settings)
+    # The driver need not have the actors' devices: a new file is float32 unless asked.
+    model = dict(model, precision=model["precision"] or _recorded_precision([existing], "float32"))
+    from .backbones import CPU_BATCH_SIZE
+
+    options = dict(options, batch_size=options["batch_size"] or CPU_BATCH_SIZE)
 
     def check(facts: dict) -> str | None:
         _describe(model, facts, ", on Ray")

@@ -517,7 +517,7 @@ def _load_saved_model(path: str, pooling: str, image_size: int | None, precision
 
 
 def check_backbone_settings(
-    name: str, weights: str | None, pooling: str, image_size: int | None, precision: str,
+    name: str, weights: str | None, pooling: str, image_size: int | None, precision: str | None,
     layers: Sequence[str] | None = None,
 ) -> None:
     """Raise :class:`SettingsError` for backbone settings that make no sense (alone or together)."""
@@ -537,7 +537,7 @@ def check_backbone_settings(
         )
     if weights == "hed-bsds500" and name != "vgg16":
         raise SettingsError("--weights hed-bsds500 holds VGG16 layers; use it with --backbone vgg16")
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise SettingsError(
             f"precision (--precision) must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
@@ -596,6 +596,40 @@ def gpu_present() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+def gpu_has_bf16() -> bool:
+    """True when the GPU Keras' backend runs on computes in bfloat16 at full speed (NVIDIA
+    compute capability 8.0 or later: A100, RTX 30xx, H100, ...)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if backend == "jax":
+        import jax
+
+        return any(float(getattr(d, "compute_capability", 0) or 0) >= 8.0
+                   for d in jax.devices() if d.platform == "gpu")
+    import tensorflow as tf
+
+    return any(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) >= (8, 0)
+               for gpu in tf.config.list_physical_devices("GPU"))
+
+
+#: Images per backbone call by default: on a CPU larger batches gain nothing and hold more
+#: memory; a GPU needs large ones to be kept busy.
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 32, 128
+
+
+def device_defaults() -> tuple[int, str]:
+    """The batch size and precision that suit where the backbone runs: 128 and bf16 on a GPU
+    that has bfloat16 (float32 on an older one), 32 and float32 on a CPU."""
+    if not gpu_present():
+        return CPU_BATCH_SIZE, "float32"
+    return GPU_BATCH_SIZE, "bf16" if gpu_has_bf16() else "float32"
 
 
 def fixed_shape_helps() -> bool:

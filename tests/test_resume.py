@@ -241,6 +241,26 @@ def test_gone_images_are_reported_then_pruned(source, tmp_path):
     assert p1 == [p0[i] for i in keep] and np.array_equal(X1, X0[keep])
 
 
+def test_a_file_is_extended_in_its_own_precision_unless_told(source, tmp_path):
+    data = dataset(source, tmp_path / "flowers", per_class=4)
+    out = tmp_path / "f.hdf5"
+    first = subprocess.run(extract_argv(data, out, "--precision", "bf16"), cwd=REPO,
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    for name in CLASSES:  # one more image per class, then a run that names no precision
+        image = sorted((source / name).iterdir())[4]
+        (data / name / image.name).symlink_to(image.resolve())
+    again = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "(hed-bsds500, block5_pool, flatten, bf16)" in again.stderr
+    with FeatureFile(out) as ff:
+        assert ff.n_rows == 15 and ff.attrs["precision"] == "bf16"
+    new = tmp_path / "new.hdf5"  # a new file, no precision named, no GPU: float32
+    assert subprocess.run(extract_argv(data, new), cwd=REPO, capture_output=True).returncode == 0
+    with FeatureFile(new) as ff:
+        assert ff.attrs["precision"] == "float32"
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -249,6 +269,7 @@ def test_gone_images_are_reported_then_pruned(source, tmp_path):
         (("--dtype", "float16"), "dtype: float32 -> float16"),
         (("--interpolation", "bilinear"), "interpolation: nearest -> bilinear"),
         (("--augment", "flip"), "augment: none -> flip"),
+        (("--precision", "bf16"), "precision: float32 -> bf16"),
     ],
 )
 def test_changed_settings_are_refused_unless_overwrite(source, tmp_path, change, message):
