@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import secrets
 import signal
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -240,6 +241,14 @@ def _process_batches(listing, indices, batch_size, size, interpolation, workers,
                                initializer=_start_worker, initargs=(os.getpid(),))
     counter = itertools.count()
     try:
+        # Fork every worker now (a fork pool starts all at its first task). JAX, and Python
+        # itself from 3.12, warn that forking a threaded process may deadlock the child: the
+        # children here run no JAX, TensorFlow or PyTorch code, only Pillow and numpy on the
+        # slots, and leave through os._exit; PyTorch's DataLoader forks its workers the same way.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*fork\(\)", category=RuntimeWarning)
+            warnings.filterwarnings("ignore", message=r".*fork\(\)", category=DeprecationWarning)
+            pool.submit(int).result()
 
         def submit(batch: list[int]) -> tuple[list[int], int, list[Future]]:
             slot = next(counter) % n_slots

@@ -97,6 +97,9 @@ def test_bf16_features_are_float32_features_to_bfloat16_precision(flowers17, tmp
     # bfloat16 keeps 8 bits of mantissa: per image, the error is a few percent of the norm.
     rel = np.linalg.norm(x16 - x32, axis=1) / np.linalg.norm(x32, axis=1)
     assert rel.max() < 0.05, rel
-    # The file is bf16 features: a float32 run into it is refused.
-    again = run_module("extract", *common, "-o", out16)
+    # The file is bf16 features: a float32 run into it is refused; a run that names no
+    # precision continues it in its own.
+    again = run_module("extract", *common, "-o", out16, "--precision", "float32")
     assert again.returncode == 1 and "precision: bf16 -> float32" in again.stderr
+    again = run_module("extract", *common, "-o", out16)
+    assert again.returncode == 0 and "is up to date" in again.stdout
