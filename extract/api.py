@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from features.schema import AUGMENTS, FEATURE_DTYPES
+from features.schema import ATTR_DEFAULTS, AUGMENTS, FEATURE_DTYPES
 
 from .errors import ExtractError, ExtractInterrupted, SettingsError
 from .pipeline import ExtractSummary
@@ -479,7 +479,8 @@ def _extract_here(listing, targets, existing, model, options, buffer_size, verbo
 
 def _recorded_precision(existing, default: str) -> str:
     """The precision of a run given none: that of the files it continues, else ``default``."""
-    recorded = {str(found.attrs.get("precision", "float32")) for found in existing if found is not None}
+    recorded = {str(found.attrs.get("precision", ATTR_DEFAULTS["precision"]))
+                for found in existing if found is not None}
     if len(recorded) > 1:
         raise ExtractError(f"the files of this run were computed in {' and '.join(sorted(recorded))}: "
                            "pass --precision, with --overwrite for the files made otherwise")
@@ -490,14 +491,15 @@ def _extract_on_ray(listing, output, plan, existing, model, options, ray_setting
     """The Ray engine's part of a run: join or start Ray, extract, stop what it started."""
     import ray
 
+    from .backbones import CPU_BATCH_SIZE
     from .ray_engine import RayOptions, connect, ray_extract
 
     ray_options = RayOptions(**ray_settings)
-    # The driver need not have the actors' devices: a new file is float32 unless asked.
+    # The driver need not have the actors' devices: a new file is float32 unless asked. Ray
+    # Data's own tasks decode, so the local decoder's settings do not apply.
     model = dict(model, precision=model["precision"] or _recorded_precision([existing], "float32"))
-    from .backbones import CPU_BATCH_SIZE
-
-    options = dict(options, batch_size=options["batch_size"] or CPU_BATCH_SIZE)
+    options = {k: v for k, v in options.items() if k not in ("decoder", "decode_workers")}
+    options["batch_size"] = options["batch_size"] or CPU_BATCH_SIZE
 
     def check(facts: dict) -> str | None:
         _describe(model, facts, ", on Ray")
@@ -507,8 +509,6 @@ def _extract_on_ray(listing, output, plan, existing, model, options, ray_setting
     try:
         spec = {k: v for k, v in model.items() if k not in ("backbone", "top")}
         spec["name"] = model["backbone"]
-        # Ray Data's own tasks decode there.
-        options = {k: v for k, v in options.items() if k not in ("decoder", "decode_workers")}
         return ray_extract(listing, spec, output, plan=plan, options=ray_options, on_facts=check,
                            **options)
     finally:

@@ -65,10 +65,11 @@ def default_workers() -> int:
 class DecodedBatch:
     """One batch of the listing, decoded.
 
-    ``indices`` are the listing positions of the batch, in order; ``images`` the uint8 RGB
-    arrays ``(n, size, size, 3)`` of those that decoded, in order, and ``decoded`` their
-    positions; ``failed`` the ``(position, reason)`` of the others. With the process decoder
-    ``images`` may be a view into shared memory: it is valid until the next batch is asked for.
+    ``indices`` are the listing positions of the batch, in order; ``images`` the arrays
+    ``(n, size, size, 3)`` of those that decoded, in order (uint8 RGB, or float32 model inputs
+    when the decoders preprocess), and ``decoded`` their positions; ``failed`` the
+    ``(position, reason)`` of the others. With the process decoder ``images`` may be a view
+    into shared memory: it is valid until the next batch is asked for.
     """
 
     indices: list[int]
@@ -134,12 +135,13 @@ def _decode_into(
     return reasons
 
 
-def _decode_list(
-    root: str, rels: Sequence[str], size: int, interpolation: str, max_pixels: int | None,
+def _decode_one(
+    root: str, rel: str, size: int, interpolation: str, max_pixels: int | None,
     preprocess: Preprocess | None,
-) -> list[np.ndarray | str]:
-    results = [decode_or_reason(Path(root), rel, size, interpolation, max_pixels) for rel in rels]
-    return [r if isinstance(r, str) else _prepared(r, preprocess) for r in results]
+) -> np.ndarray | str:
+    """Thread task: one image as the backbone takes it, or the reason it could not be decoded."""
+    result = decode_or_reason(Path(root), rel, size, interpolation, max_pixels)
+    return result if isinstance(result, str) else _prepared(result, preprocess)
 
 
 def decoded_batches(
@@ -197,11 +199,11 @@ def _thread_batches(listing, indices, batch_size, size, interpolation, workers, 
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def submit(batch: list[int]) -> tuple[list[int], list[Future]]:
-            return batch, [pool.submit(_decode_list, root, [listing.paths[i]], size, interpolation,
+            return batch, [pool.submit(_decode_one, root, listing.paths[i], size, interpolation,
                                        max_pixels, preprocess) for i in batch]
 
         for batch, futures in _ahead(_batches(indices, batch_size), submit):
-            results = [f.result()[0] for f in futures]
+            results = [f.result() for f in futures]
             good = [k for k, r in enumerate(results) if not isinstance(r, str)]
             images = (np.stack([results[k] for k in good]) if good
                       else np.empty((0, size, size, 3), np.float32 if preprocess else np.uint8))

@@ -86,9 +86,22 @@ def reference(source, tmp_path_factory):
     return data, contents(out)
 
 
+def assert_resumes_to(reference_contents, data: Path, out: Path, done: int) -> None:
+    """Running the same command again on the killed ``out`` continues after its ``done``
+    rows and finishes the reference's file, bit for bit."""
+    X, y, paths, names, _, _ = reference_contents
+    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"continuing the unfinished {out}: {done} images done" in result.stderr
+    Xr, yr, pr, nr, _, attrs = contents(out)
+    assert attrs["complete"] is True
+    assert np.array_equal(Xr, X)  # bit-equal
+    assert np.array_equal(yr, y) and pr == paths and nr == names
+
+
 @pytest.mark.parametrize("kill_after", [8, 24, 40])
 def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, kill_after):
-    data, (X, y, paths, names, _, _) = reference
+    data, (X, _, paths, names, _, _) = reference
     out = tmp_path / "killed.hdf5"
     run_and_kill(extract_argv(data, out), out, kill_after)
 
@@ -99,13 +112,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tmp_path, kil
     with pytest.raises(Exception, match="did not finish"):
         FeatureFile(out)
 
-    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert f"continuing the unfinished {out}: {len(Xk)} images done" in result.stderr
-    Xr, yr, pr, nr, _, attrs = contents(out)
-    assert attrs["complete"] is True
-    assert np.array_equal(Xr, X)  # bit-equal
-    assert np.array_equal(yr, y) and pr == paths and nr == names
+    assert_resumes_to(reference[1], data, out, len(Xk))
     assert not (tmp_path / "killed.hdf5.parts").exists()
 
 
@@ -129,7 +136,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 def test_run_killed_while_the_background_writer_holds_rows_resumes_bit_equal(reference, tmp_path):
-    data, (X, y, paths, names, _, _) = reference
+    data, (X, _, paths, _, _, _) = reference
     out, note = tmp_path / "killed.hdf5", tmp_path / "held.json"
     argv = extract_argv(data, out)[3:]  # the arguments of python -m extract
     killed = subprocess.run([sys.executable, "-c", KILL_IN_WRITER, str(note), *argv], cwd=REPO,
@@ -143,13 +150,7 @@ def test_run_killed_while_the_background_writer_holds_rows_resumes_bit_equal(ref
     assert len(Xk) == 8 and attrs["complete"] is False
     assert np.array_equal(Xk, X[:8]) and pk == paths[:8]
 
-    result = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert f"continuing the unfinished {out}: 8 images done" in result.stderr
-    Xr, yr, pr, nr, _, attrs = contents(out)
-    assert attrs["complete"] is True
-    assert np.array_equal(Xr, X)  # bit-equal
-    assert np.array_equal(yr, y) and pr == paths and nr == names
+    assert_resumes_to(reference[1], data, out, 8)
 
 
 def test_killed_run_with_mirrors_resumes_to_the_uninterrupted_result(source, tmp_path):
