@@ -212,7 +212,7 @@ def train_and_evaluate(
                     name, estimators[name], model_grid, X, y, train, test,
                     folds=folds, seed=seed, jobs=search_jobs, verbose=verbose,
                     row_space=spec.row_space, select=spec.select, label_names=label_names,
-                    mirror=mirror, augment=augment, tta=tta,
+                    mirror=mirror, augment=augment, tta=tta, c_path=spec.c_path,
                 )
             except SplitError as exc:
                 raise SplitError(f"{features_path}: {exc}") from None

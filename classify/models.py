@@ -28,6 +28,11 @@ class ModelSpec:
     row_space : bool
         The model is L2-penalised and linear in the features, so its search may run in the
         span of the training rows (see :func:`classify.search.run_search`).
+    c_path : bool
+        It is an L2 ``LogisticRegression`` whose grid is over ``C``: with ``row_space``, the
+        search runs as warm-started regularisation paths on the training rows' Gram matrix
+        (:func:`classify.path.path_search`; same choice and optimum as ``GridSearchCV``,
+        far less time and memory on wide features).
     select : {"accuracy", "log_loss"}
         The cross-validated score that picks the best parameters.
     file_format : {"joblib", "keras"}
@@ -53,6 +58,7 @@ class ModelSpec:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     description: str = ""
     row_space: bool = False
+    c_path: bool = False
     select: str = "accuracy"
     file_format: str = "joblib"
     export: str | None = None
@@ -130,6 +136,10 @@ MODELS: dict[str, ModelSpec] = {
             "multinomial logistic regression (lbfgs, L2), the published recipe, searched "
             "in the span of the training rows",
             row_space=True,
+            # Warm-started Newton paths on the Gram (classify/path.py): same choice and optimum
+            # as GridSearchCV on the PCA coordinates (tests/test_search_path.py), far cheaper on
+            # wide features (scripts/bench_classify.py; figures in the README).
+            c_path=True,
             # Chosen by held-out log-loss, the loss the model fits: a continuous score, where
             # accuracy on a few hundred validation rows moves in steps and often ties across
             # C (VGG16 features of flowers17: every C within 0.9 points of accuracy), leaving

@@ -144,6 +144,7 @@ def run_search(
     mirror: np.ndarray | None = None,
     augment: bool = False,
     tta: bool = False,
+    c_path: bool = False,
 ) -> SearchResult:
     """Grid-search ``estimator`` with stratified k-fold CV on the training rows only, refit
     the best parameters on all training rows, and predict the test rows.
@@ -166,6 +167,14 @@ def run_search(
     fold, has the same optimum as on the raw features: 1,020 coordinates instead of 25,088,
     computed once for all folds and candidates. The returned estimator is the PCA followed
     by the fitted model, so it takes raw features.
+
+    With ``c_path`` as well (the registry's :attr:`~classify.models.ModelSpec.c_path`), an
+    L2 ``LogisticRegression`` whose grid varies only ``C`` is searched by warm-started
+    regularisation paths on the Gram matrix of the training rows instead
+    (:func:`classify.path.path_search`): the same folds, scores, choice and optimum, and a
+    ``LogisticRegression`` on the raw features returned (``scripts/bench_classify.py``
+    measures both). Without it (or for another grid, or narrower features), ``GridSearchCV``
+    on the PCA coordinates, as before.
 
     ``label_names`` name the class in the error for a class with fewer than 2 training rows.
     """
@@ -190,7 +199,6 @@ def run_search(
         scoring["log_loss"] = "neg_log_loss"
     fit_params: dict[str, np.ndarray] = {}
     if augment:
-        X_fit = np.concatenate([X[train], mirror[train]])
         y_fit = np.concatenate([y_train, y_train])
         splits: Any = mirrored_folds(cv, y_train)
         from sklearn.utils.validation import has_fit_parameter
@@ -199,7 +207,20 @@ def run_search(
             image_ids, is_mirror = mirrored_training(train)
             fit_params = {"image_ids": image_ids, "mirrored": is_mirror}
     else:
-        X_fit, y_fit, splits = X[train], y_train, cv
+        y_fit, splits = y_train, cv
+    n_fit = len(train) * (2 if augment else 1)
+    if c_path and row_space and X.shape[1] >= 2 * n_fit:
+        from .path import path_eligible, path_search
+
+        if path_eligible(estimator, grid):
+            if not augment:
+                splits = list(cv.split(np.zeros((len(y_train), 1)), y_train))
+            return path_search(name, estimator, grid, X, y, train, test, splits, select=select,
+                               mirror=mirror, augment=augment, tta=tta)
+    if augment:
+        X_fit = np.concatenate([X[train], mirror[train]])
+    else:
+        X_fit = X[train]
     X_test = X[test]
     M_test = mirror[test] if tta else None
     search = GridSearchCV(
