@@ -138,3 +138,15 @@ def test_the_gram_factor_coordinates_are_an_isometry_of_the_span(augment):
     raw = parts.raw_weights(weights, sources, mean, block_columns=64)
     np.testing.assert_allclose(centred @ raw.T, z @ weights.T, atol=1e-8)
     np.testing.assert_allclose(other @ raw.T, projected @ weights.T, atol=1e-8)
+
+
+def test_a_fit_ends_when_rounding_stops_its_progress():
+    """float32 products cannot bring the gradient to 0: with no tolerance at all the fit still
+    ends, at the optimum to float32 precision, long before its step limit."""
+    from classify.path import _Multinomial
+
+    X, _, y = wide(rows=90, dim=60, classes=3, dtype=np.float32)
+    problem = _Multinomial(X - X.mean(axis=0), y, 3)
+    solution, steps = problem.fit(0.1, None, tol=0.0, max_iter=100)
+    assert steps < 100
+    assert np.max(np.abs(problem.loss_grad(solution)[1])) < 1e-4
