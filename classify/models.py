@@ -133,8 +133,8 @@ MODELS: dict[str, ModelSpec] = {
             "logistic regression",
             _logreg,
             {"C": [1e-4, 1e-3, 1e-2, 0.1, 1.0]},
-            "multinomial logistic regression (lbfgs, L2), the published recipe, searched "
-            "in the span of the training rows",
+            "multinomial logistic regression (L2), the published recipe, searched along "
+            "warm-started paths of C in the span of the training rows",
             row_space=True,
             # Warm-started Newton paths on the Gram (classify/path.py): same choice and optimum
             # as GridSearchCV on the PCA coordinates (tests/test_search_path.py), far cheaper on

@@ -23,10 +23,9 @@ optimum, solved to :data:`PATH_TOL`, ten times tighter than the estimator's. Wha
 
 The objective is scikit-learn's (mean multinomial log-loss + ``||W||² / (2 C n)``, intercept
 not penalised; a sigmoid for two classes). Own code rather than ``LogisticRegression``'s
-solvers: its ``lbfgs`` (with ``warm_start``) needs the hundreds of gradients above, and its
-``newton-cg`` has no preconditioner and recomputes what a float32 product can share; on 4,000
-x 4,000 float32 coordinates with 101 classes scikit-learn spent 0.30 s a step (measured), four
-times its two matrix products (0.08 s).
+solvers: its ``lbfgs`` (with ``warm_start``) needs hundreds of gradients per ``C`` (the
+comparison in :meth:`_Multinomial.fit`), and its ``newton-cg`` has no preconditioner, which on
+coordinates whose curvature spans decades is what keeps the conjugate gradients short.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .rowspace import RowFactor, Source, centred_gram, compute_dtype, factor
+from .rowspace import RANK_TOLERANCE, RowFactor, Source, centred_gram, compute_dtype, factor
 
 #: Stopping tolerance (largest gradient entry of the mean loss, in orthonormal coordinates of
 #: the span, as GridSearchCV's fits on the PCA coordinates see it): 10x tighter than
@@ -52,9 +51,10 @@ PATH_MAX_ITER = 100
 #: Most conjugate-gradient iterations per Newton step (the paths measured here averaged 8 to 43).
 CG_MAX_ITER = 250
 
-#: Probabilities are clipped here when scoring, as ``log_loss`` clips float32 probabilities
-#: (what the search on float32 features scores).
-_EPS = float(np.finfo(np.float32).eps)
+#: Relative rank tolerance of the factors of a float64 Gram (of float64 features): exact to
+#: about 1e-16, so only rows within 1e-12 of the others' span are null there (a float32 Gram
+#: keeps :data:`classify.rowspace.RANK_TOLERANCE`).
+RANK_TOLERANCE_FLOAT64 = 1e-12
 
 
 def path_eligible(estimator: Any, grid: dict[str, list[Any]]) -> bool:
@@ -162,16 +162,18 @@ class _Multinomial:
         return np.maximum(diagonal, 1e-12)  # an intercept of a class with no row has none
 
     def fit(self, C: float, start: np.ndarray | None, tol: float, max_iter: int) -> tuple[np.ndarray, int]:
-        """The optimum at ``C`` from ``start`` (zeros when None), and the Newton steps taken
-        (at most ``max_iter``), once the largest gradient entry is at most ``tol``.
+        """The optimum at ``C`` from ``start`` (zeros when None), and the Newton steps taken:
+        once the largest gradient entry is at most ``tol``, or when float rounding stops the
+        loss from falling (two steps in a row), or after ``max_iter`` steps.
 
         Each step solves the Newton system by conjugate gradients preconditioned with the
         Hessian's diagonal, to a relative residual of ``min(0.5, √|g|)`` (superlinear
         convergence), or until its residual, the next gradient, is under ``tol / 2``; then a
         backtracking (Armijo) line search. On one fold of the synthetic Caltech-shaped matrix
-        (4,338 rows, 101 classes; ``scripts/bench_classify.py``) the five ``C`` of the path took
-        376 Hessian products and 32 gradients (27 s) where L-BFGS with a diagonal scaling took
-        1,107 gradients (87 s), and Newton reached a lower loss at every ``C``.
+        (4,338 rows, 101 classes; ``scripts/bench_classify.py``), both on the fold's eigen
+        coordinates, the five ``C`` of the path took 376 Hessian products and 32 gradients
+        (27 s) where L-BFGS with a diagonal scaling took 1,107 gradients (87 s), and Newton
+        reached a lower loss at every ``C``.
         """
         self.l2 = 1.0 / (C * len(self.y))
         x = np.zeros(self.size()) if start is None else np.array(start, dtype=np.float64)
@@ -219,6 +221,11 @@ class _Multinomial:
             flat = flat + 1 if loss - new_loss <= precision * abs(loss) else 0
             x, loss, grad, proba = new, new_loss, new_grad, new_proba
             steps += 1
+        if self.k > 2:
+            # Shifting every intercept alike changes no probability; the preconditioned steps
+            # drift along it, scikit-learn's gradient steps do not: its intercepts sum to 0.
+            cut = self.rows * self.shape[1]
+            x[cut:] -= x[cut:].mean()
         return x, steps
 
 
@@ -246,16 +253,22 @@ def logistic_path(z: np.ndarray, y: np.ndarray, k: int, Cs: Sequence[float], *, 
 
 def _scores(problem: _Multinomial, z: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray
             ) -> tuple[float, float]:
-    """Accuracy and log-loss (probabilities clipped as ``log_loss`` clips float32 ones) of the
-    fit ``(w, b)`` on rows ``z`` with labels ``y``."""
+    """Accuracy and log-loss of the fit ``(w, b)`` on rows ``z`` with labels ``y``; the
+    probabilities clipped to ``[eps, 1 - eps]`` of the features' precision, as ``log_loss``
+    clips those ``predict_proba`` gives on them."""
     logits = problem.logits(z, w, b)
     accuracy = float(np.mean(np.argmax(logits, axis=1) == y))
     logits -= logits.max(axis=1, keepdims=True)
     proba = np.exp(logits)
     proba /= proba.sum(axis=1, keepdims=True)
-    proba = np.clip(proba, _EPS, 1 - _EPS)
-    proba /= proba.sum(axis=1, keepdims=True)
-    return accuracy, float(-np.mean(np.log(proba[np.arange(len(y)), y])))
+    eps = float(np.finfo(z.dtype).eps)
+    picked = np.clip(proba[np.arange(len(y)), y], eps, 1 - eps)
+    return accuracy, float(-np.mean(np.log(picked)))
+
+
+def _rank_tolerance(dtype: type) -> float:
+    """The factors' rank tolerance for a Gram of features of ``dtype``'s precision."""
+    return RANK_TOLERANCE_FLOAT64 if dtype == np.float64 else RANK_TOLERANCE
 
 
 @dataclass
@@ -272,7 +285,7 @@ def _fold_path(gram: np.ndarray, fit: np.ndarray, score: np.ndarray, labels: np.
     ``score``. The coordinates are the pivoted Cholesky factor of the fold's block of the
     Gram: its rows' own span, where the fold's optimum lies; the scored rows' coordinates
     are those of their projections on it, all that a weight there sees."""
-    part = factor(gram[np.ix_(fit, fit)])
+    part = factor(gram[np.ix_(fit, fit)], tolerance=_rank_tolerance(dtype))
     z_fit = part.coords(dtype)
     z_score = part.coordinates(gram[np.ix_(score, fit[part.basis_rows])], dtype)
     problem = _Multinomial(z_fit, labels[fit], k)
@@ -373,7 +386,7 @@ def path_search(
                  else np.argmin(log_loss.mean(axis=0)))
 
     refit_began = time.perf_counter()
-    whole: RowFactor = factor(gram)
+    whole: RowFactor = factor(gram, tolerance=_rank_tolerance(dtype))
     # All training rows at the chosen C, started from the mean of the folds' fits there (as
     # LogisticRegressionCV starts its refit): near the optimum already. The folds' fits are
     # in their own coordinates; their dual weights on the training rows are common ground.

@@ -12,7 +12,8 @@ products with those rows alone (:meth:`RowFactor.coordinates`).
 
 No library call fits: scikit-learn's ``PCA`` (the path of ``run_search(c_path=False)``) copies
 the training rows and takes their full SVD: on 6,507 x 62,720 float32 rows (Caltech-101's
-shape) it needs a 1.6 GB ``d x n`` basis and most of the 10.5 GB and 475 s that search took.
+shape) it needs a 1.6 GB ``d x n`` basis and most of the 11.33 GB and 251.1 s that search took
+(``scripts/bench_classify.py --shared``).
 The Gram needs one 107 MB chunk besides itself (0.34 GB): 16 s of float32 products in all on
 an idle 2-core machine, and the factor 2.3 s (LAPACK ``dpstrf``; ``eigh`` of the same 6,507 x
 6,507 matrix took 20 s, 10 s in float32, for orthogonal coordinates that saved a solver a
@@ -174,11 +175,11 @@ class RowFactor:
         picked = _pick(sources, basis[ascending])
         d = sources[0][0].shape[1]
         raw = np.empty((mixing.shape[1], d))
-        shift = mixing.sum(axis=0)
         for start in range(0, d, block_columns):
             columns = slice(start, min(start + block_columns, d))
             chunk = _stacked(picked, columns)
-            raw[:, columns] = (chunk.T @ mixing).T - np.outer(shift, mean[columns])
+            chunk -= mean[columns].astype(chunk.dtype)  # centred first: no cancellation after
+            raw[:, columns] = (chunk.T @ mixing).T
         return raw
 
 

@@ -245,7 +245,7 @@ def main() -> None:
     print(f"{source}: {shape[0]} rows x {shape[1]} features, {classes} classes; "
           f"{platform.machine()}, {os.cpu_count()} cores")
     # Each run's figures and predictions are kept beside the cache, so that a "before" run
-    # once (8 minutes on the synthetic matrix) is compared with later "after" runs (--only after).
+    # once (5 minutes on the synthetic matrix) is compared with later "after" runs (--only after).
     stem = Path(args.cache) / f"bench_classify_{Path(source).name}"
     results = {}
     for variant in ["before", "after"]:
