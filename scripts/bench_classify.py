@@ -4,8 +4,10 @@ Runs ``run_search`` for ``--model logreg`` twice on the same rows and split, eac
 process so that each peak memory (``ru_maxrss``) is its own: ``before``, today's
 ``GridSearchCV`` on the PCA coordinates of the training rows (``c_path=False``), and
 ``after``, the warm-started regularisation paths on their Gram matrix (``c_path=True``,
-:mod:`classify.path`). Prints each one's search seconds, peak memory (the matrix included),
-chosen ``C`` and test accuracy, and whether the test predictions are identical.
+:mod:`classify.path`). Prints each one's search seconds, peak memory (the matrix included;
+``ru_maxrss`` of the process, so the memory of ``before``'s joblib workers is not counted: its
+figure is a lower bound), chosen ``C`` and test accuracy, and whether the test predictions are
+identical.
 
 The matrix is a feature file; or ``--shared``: real features of Caltech-101's shape (8,677 x
 62,720), MobileNetV2 (ImageNet weights from ../shared/models) flatten features of ../shared

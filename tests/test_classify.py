@@ -233,7 +233,7 @@ def test_row_space_search_has_the_raw_features_optimum():
     np.testing.assert_array_equal(result.test_pred, raw.predict(X[test]))
 
 
-def test_wide_features_model_is_saved_with_its_projection(tmp_path):
+def test_wide_features_model_is_saved_for_raw_features(tmp_path):
     features = tmp_path / "wide.hdf5"
     X, y = blobs_file(features, dim=200)  # 45 training rows, 200 features
     out_json, out_model = tmp_path / "m.json", tmp_path / "m.joblib"
