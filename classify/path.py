@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .rowspace import RANK_TOLERANCE, RowFactor, Source, centred_gram, compute_dtype, factor
+from .rowspace import RowFactor, Source, centred_gram, compute_dtype, factor, rank_tolerance
 
 #: Stopping tolerance (largest gradient entry of the mean loss, in orthonormal coordinates of
 #: the span, as GridSearchCV's fits on the PCA coordinates see it): 10x tighter than
@@ -50,12 +50,6 @@ PATH_MAX_ITER = 100
 
 #: Most conjugate-gradient iterations per Newton step (the paths measured here averaged 8 to 43).
 CG_MAX_ITER = 250
-
-#: Relative rank tolerance of the factors of a float64 Gram (of float64 features): exact to
-#: about 1e-16, so only rows within 1e-12 of the others' span are null there (a float32 Gram
-#: keeps :data:`classify.rowspace.RANK_TOLERANCE`).
-RANK_TOLERANCE_FLOAT64 = 1e-12
-
 
 def path_eligible(estimator: Any, grid: dict[str, list[Any]]) -> bool:
     """True when ``estimator`` is an L2-penalised ``LogisticRegression`` (lbfgs, with
@@ -80,6 +74,13 @@ def path_eligible(estimator: Any, grid: dict[str, list[Any]]) -> bool:
             and not params["dual"] and all(float(c) > 0 for c in grid["C"]))
 
 
+def _logits(z: np.ndarray, w: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """All ``k`` logits (float64) of rows ``z`` under weights ``w`` (products in ``z``'s
+    precision) and intercepts ``b``; the first is 0 for a binary model."""
+    out = (z @ w.astype(z.dtype).T).astype(np.float64) + b
+    return np.hstack([np.zeros_like(out), out]) if k == 2 else out
+
+
 class _Multinomial:
     """scikit-learn's logistic-regression objective on coordinates ``z`` (float32, ``n x r``)
     and labels ``y`` (``0 .. k-1``): multinomial for ``k > 2``, binomial (one weight row, a
@@ -97,20 +98,9 @@ class _Multinomial:
         return self.rows * (self.shape[1] + 1)
 
     def split(self, wb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.split_flat(wb, self.k, self.shape[1])
-
-    @staticmethod
-    def split_flat(wb: np.ndarray, k: int, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Weights (``(k or 1) x r``) and intercepts of a flat solution."""
-        rows = 1 if k == 2 else k
-        return wb[: rows * r].reshape(rows, r), wb[rows * r:]
-
-    def logits(self, z: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """All ``k`` logits (float64); the first is 0 for a binary model."""
-        out = (z @ w.astype(z.dtype).T).astype(np.float64) + b
-        if self.k == 2:
-            out = np.hstack([np.zeros_like(out), out])
-        return out
+        cut = self.rows * self.shape[1]
+        return wb[:cut].reshape(self.shape), wb[cut:]
 
     def _own(self, per_class: np.ndarray) -> np.ndarray:
         """The columns of an ``n x k`` array that belong to weight rows (the second of two)."""
@@ -127,7 +117,7 @@ class _Multinomial:
         """The loss, its gradient and the probabilities (``n x k``) at ``wb``."""
         w, b = self.split(wb)
         n = len(self.y)
-        proba = self.logits(self.z, w, b)
+        proba = _logits(self.z, w, b, self.k)
         proba -= proba.max(axis=1, keepdims=True)
         np.exp(proba, out=proba)
         total = proba.sum(axis=1)
@@ -144,7 +134,7 @@ class _Multinomial:
         """The Hessian at probabilities ``proba`` times ``v``: two float32 products, as a
         gradient costs."""
         vw, vb = self.split(v)
-        moved = self.logits(self.z, vw, vb)
+        moved = _logits(self.z, vw, vb, self.k)
         moved = proba * (moved - np.sum(proba * moved, axis=1, keepdims=True))
         moved /= len(self.y)
         return self._weights_side(self._own(moved), vw)
@@ -251,12 +241,11 @@ def logistic_path(z: np.ndarray, y: np.ndarray, k: int, Cs: Sequence[float], *, 
     return out
 
 
-def _scores(problem: _Multinomial, z: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray
-            ) -> tuple[float, float]:
-    """Accuracy and log-loss of the fit ``(w, b)`` on rows ``z`` with labels ``y``; the
-    probabilities clipped to ``[eps, 1 - eps]`` of the features' precision, as ``log_loss``
-    clips those ``predict_proba`` gives on them."""
-    logits = problem.logits(z, w, b)
+def _scores(z: np.ndarray, y: np.ndarray, k: int, w: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Accuracy and log-loss of the fit ``(w, b)`` on rows ``z`` with labels ``y`` (``k``
+    classes); the probabilities clipped to ``[eps, 1 - eps]`` of the features' precision, as
+    ``log_loss`` clips those ``predict_proba`` gives on them."""
+    logits = _logits(z, w, b, k)
     accuracy = float(np.mean(np.argmax(logits, axis=1) == y))
     logits -= logits.max(axis=1, keepdims=True)
     proba = np.exp(logits)
@@ -266,17 +255,13 @@ def _scores(problem: _Multinomial, z: np.ndarray, y: np.ndarray, w: np.ndarray, 
     return accuracy, float(-np.mean(np.log(picked)))
 
 
-def _rank_tolerance(dtype: type) -> float:
-    """The factors' rank tolerance for a Gram of features of ``dtype``'s precision."""
-    return RANK_TOLERANCE_FLOAT64 if dtype == np.float64 else RANK_TOLERANCE
-
-
 @dataclass
 class _Fold:
     accuracy: list[float]
     log_loss: list[float]
     seconds: list[float]
-    duals: list[tuple[np.ndarray, np.ndarray]]  # at each C: dual weights on the fold's rows, intercepts
+    # At each C: the training rows the fit is a combination of, their coefficients, intercepts.
+    duals: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _fold_path(gram: np.ndarray, fit: np.ndarray, score: np.ndarray, labels: np.ndarray, k: int,
@@ -285,20 +270,17 @@ def _fold_path(gram: np.ndarray, fit: np.ndarray, score: np.ndarray, labels: np.
     ``score``. The coordinates are the pivoted Cholesky factor of the fold's block of the
     Gram: its rows' own span, where the fold's optimum lies; the scored rows' coordinates
     are those of their projections on it, all that a weight there sees."""
-    part = factor(gram[np.ix_(fit, fit)], tolerance=_rank_tolerance(dtype))
+    part = factor(gram[np.ix_(fit, fit)], tolerance=rank_tolerance(dtype))
     z_fit = part.coords(dtype)
     z_score = part.coordinates(gram[np.ix_(score, fit[part.basis_rows])], dtype)
-    problem = _Multinomial(z_fit, labels[fit], k)
     fold = _Fold([], [], [], [])
     for w, b, _, seconds in logistic_path(z_fit, labels[fit], k, Cs, tol=tol, max_iter=max_iter):
-        accuracy, loss = _scores(problem, z_score, labels[score], w, b)
+        accuracy, loss = _scores(z_score, labels[score], k, w, b)
         fold.accuracy.append(accuracy)
         fold.log_loss.append(loss)
         fold.seconds.append(seconds)
         rows, mixing = part.dual(w)
-        dual = np.zeros((len(gram), mixing.shape[1]))
-        dual[fit[rows]] = mixing
-        fold.duals.append((dual, b))
+        fold.duals.append((fit[rows], mixing, b))
     return fold
 
 
@@ -306,14 +288,12 @@ def _predict_chunks(estimator: Any, X: np.ndarray, rows: np.ndarray, mirror: np.
                     tta: bool, chunk: int = 512) -> np.ndarray:
     """``estimator``'s predictions for ``X[rows]`` (with ``tta``, the mean of its and
     ``mirror[rows]``'s probabilities), a chunk of rows at a time: no copy of all test rows."""
+    from .search import predict_rows
+
     out = []
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
-        if tta:
-            proba = (estimator.predict_proba(X[part]) + estimator.predict_proba(mirror[part])) / 2
-            out.append(estimator.classes_[np.argmax(proba, axis=1)])
-        else:
-            out.append(estimator.predict(X[part]))
+        out.append(predict_rows(estimator, X[part], mirror[part] if tta else None))
     return np.concatenate(out) if out else np.empty(0, dtype=np.asarray(estimator.classes_).dtype)
 
 
@@ -356,7 +336,7 @@ def path_search(
     """
     from sklearn.base import clone
 
-    from .search import SearchResult
+    from .search import SearchResult, cv_row
 
     began = time.perf_counter()
     params = estimator.get_params()
@@ -386,19 +366,23 @@ def path_search(
                  else np.argmin(log_loss.mean(axis=0)))
 
     refit_began = time.perf_counter()
-    whole: RowFactor = factor(gram, tolerance=_rank_tolerance(dtype))
+    whole: RowFactor = factor(gram, tolerance=rank_tolerance(dtype))
     # All training rows at the chosen C, started from the mean of the folds' fits there (as
     # LogisticRegressionCV starts its refit): near the optimum already. The folds' fits are
     # in their own coordinates; their dual weights on the training rows are common ground.
     at = int(np.searchsorted(ascending, values[chosen]))
-    dual = np.mean([f.duals[at][0] for f in folds], axis=0)
-    intercept = np.mean([f.duals[at][1] for f in folds], axis=0)
+    dual = np.zeros((len(gram), folds[0].duals[at][1].shape[1]))
+    for fold in folds:
+        rows, mixing, _ = fold.duals[at]
+        dual[rows] += mixing
+    dual /= len(folds)
+    intercept = np.mean([f.duals[at][2] for f in folds], axis=0)
     start = whole.coordinates((gram[whole.basis_rows] @ dual).T, np.float64)
     del dual, folds
     problem = _Multinomial(whole.coords(dtype), encoded, k)
     fitted, steps = problem.fit(values[chosen], np.concatenate([start.ravel(), intercept]), tol, max_iter)
+    w, b = problem.split(fitted)
     del gram, problem
-    w, b = _Multinomial.split_flat(fitted, k, whole.rank)
     coef = whole.raw_weights(w, sources, mean)
     best = clone(estimator).set_params(C=grid["C"][chosen])
     best.classes_ = classes
@@ -409,13 +393,8 @@ def path_search(
     finished = time.perf_counter()
     test_pred = _predict_chunks(best, X, np.asarray(test), mirror, tta)
     cv_rows = [
-        {
-            "params": {"C": grid["C"][i]},
-            "mean_test_score": float(accuracy[:, i].mean()),
-            "std_test_score": float(accuracy[:, i].std()),
-            **({"mean_log_loss": float(log_loss[:, i].mean())} if select == "log_loss" else {}),
-            "mean_fit_time": float(seconds[:, i].mean()),
-        }
+        cv_row({"C": grid["C"][i]}, accuracy[:, i].mean(), accuracy[:, i].std(),
+               log_loss[:, i].mean() if select == "log_loss" else None, seconds[:, i].mean())
         for i in range(len(values))
     ]
     return SearchResult(

@@ -42,6 +42,10 @@ ROW_BLOCKS = 3
 #: is its rounding error, and keeping it would amplify that error when mapping back.
 RANK_TOLERANCE = 1e-5
 
+#: The same for a float64 Gram (of float64 features): exact to about 1e-16, so only rows
+#: within 1e-12 of the others' span are null there.
+RANK_TOLERANCE_FLOAT64 = 1e-12
+
 
 Source = tuple[np.ndarray, np.ndarray]
 
@@ -192,6 +196,17 @@ def _pick(sources: Sequence[Source], stacked_rows: np.ndarray) -> list[Source]:
         if len(mine):
             picked.append((matrix, np.asarray(rows)[mine - start]))
     return picked if picked else [(sources[0][0], np.asarray([], dtype=int))]
+
+
+def rank_tolerance(dtype: type) -> float:
+    """:func:`factor`'s tolerance for a Gram computed in ``dtype`` (:func:`compute_dtype`).
+
+    Examples
+    --------
+    >>> rank_tolerance(np.float32), rank_tolerance(np.float64)
+    (1e-05, 1e-12)
+    """
+    return RANK_TOLERANCE_FLOAT64 if dtype == np.float64 else RANK_TOLERANCE
 
 
 def factor(gram: np.ndarray, *, tolerance: float = RANK_TOLERANCE) -> RowFactor:

@@ -92,6 +92,38 @@ class SearchResult:
     train_rows: int = 0  # rows the final fit saw, mirrors included
 
 
+def predict_rows(estimator: Any, X: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
+    """``estimator``'s classes for the rows ``X``; with ``mirrored`` (the same rows' mirrored
+    features), test-time augmentation: the class of the mean of both rows' probabilities.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    >>> row, its_mirror = np.array([[0.2]]), np.array([[0.9]])
+    >>> predict_rows(model, row).tolist(), predict_rows(model, row, its_mirror).tolist()
+    ([0], [1])
+    """
+    if mirrored is None:
+        return estimator.predict(X)
+    proba = (estimator.predict_proba(X) + estimator.predict_proba(mirrored)) / 2
+    return estimator.classes_[np.argmax(proba, axis=1)]
+
+
+def cv_row(params: dict[str, Any], mean_accuracy: float, std_accuracy: float,
+           mean_log_loss: float | None, fit_seconds: float) -> dict[str, Any]:
+    """One candidate's row of :attr:`SearchResult.cv_results`: its parameters, the mean and
+    standard deviation of its folds' accuracies, their mean log-loss (when the search selects
+    by it, else None: no such key), and its mean fit time."""
+    return {
+        "params": params,
+        "mean_test_score": float(mean_accuracy),
+        "std_test_score": float(std_accuracy),
+        **({"mean_log_loss": float(mean_log_loss)} if mean_log_loss is not None else {}),
+        "mean_fit_time": float(fit_seconds),
+    }
+
+
 def mirrored_training(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rows ``classify --augment`` trains on, given the file's training rows ``train``:
     ``image_ids`` (the file row of the image each one shows: ``train``, then ``train`` again)
@@ -208,8 +240,7 @@ def run_search(
             fit_params = {"image_ids": image_ids, "mirrored": is_mirror}
     else:
         y_fit, splits = y_train, cv
-    n_fit = len(train) * (2 if augment else 1)
-    if c_path and row_space and X.shape[1] >= 2 * n_fit:
+    if c_path and row_space and X.shape[1] >= 2 * len(y_fit):
         from .path import path_eligible, path_search
 
         if path_eligible(estimator, grid):
@@ -238,27 +269,16 @@ def run_search(
     search.fit(X_fit, y_fit, **fit_params)
     seconds = time.perf_counter() - started
     best = search.best_estimator_
-    if tta:
-        proba = (best.predict_proba(X_test) + best.predict_proba(M_test)) / 2
-        test_pred = best.classes_[np.argmax(proba, axis=1)]
-    else:
-        test_pred = best.predict(X_test)
+    test_pred = predict_rows(best, X_test, M_test)
     if projection is not None:
         from sklearn.pipeline import Pipeline
 
         best = Pipeline([("row_space", projection), ("model", best)])
     results = search.cv_results_
     cv_rows = [
-        {
-            "params": results["params"][i],
-            "mean_test_score": float(results["mean_test_accuracy"][i]),
-            "std_test_score": float(results["std_test_accuracy"][i]),
-            **(
-                {"mean_log_loss": -float(results["mean_test_log_loss"][i])}
-                if select == "log_loss" else {}
-            ),
-            "mean_fit_time": float(results["mean_fit_time"][i]),
-        }
+        cv_row(results["params"][i], results["mean_test_accuracy"][i], results["std_test_accuracy"][i],
+               -results["mean_test_log_loss"][i] if select == "log_loss" else None,
+               results["mean_fit_time"][i])
         for i in range(len(results["params"]))
     ]
     chosen = search.best_index_
