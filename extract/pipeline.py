@@ -1,8 +1,9 @@
 """The local extraction engine: images → backbone → feature file, on this machine.
 
 Images are decoded by worker processes a few batches ahead of the backbone
-(:mod:`extract.decoding`) and rows are written by a background thread
-(:mod:`features.background`), so the backbone waits on neither. Rows reach the writer in
+(:mod:`extract.decoding`), the next batch is started on the device before the current one's
+rows are copied back, and rows are written by a background thread
+(:mod:`features.background`), so the backbone waits on none of them. Rows reach the writer in
 listing order, so the file's row order does not depend on timing.
 """
 
@@ -27,8 +28,8 @@ import features
 from features import FeatureWriter, schema
 from features.background import BackgroundWriter
 
-from .backbones import LoadedBackbone, fixed_shape_helps
-from .decoding import decoded_batches
+from .backbones import LoadedBackbone, Running, fixed_shape_helps
+from .decoding import DecodedBatch, decoded_batches
 from .plan import Plan, plan_work
 from .sources import ImageListing
 
@@ -216,15 +217,10 @@ def extract_layers(
         # Entered after the writers, so left before them: the calls already given still run
         # (a Ctrl-C loses no computed row), then each writer commits or keeps what it holds.
         background = stack.enter_context(BackgroundWriter())
-        for batch in decoded_batches(listing, todo, batch_size, loaded.image_size, interpolation,
-                                     max_pixels=max_pixels, decoder=decoder, workers=decode_workers,
-                                     preprocess=loaded.backbone.preprocess_input):
-            # Preprocessed by the decoders; the mirror of a preprocessed image is the
-            # preprocessed mirror (preprocessing works pixel by pixel).
-            x = batch.images
-            rows = loaded.embed_all(x, pad_to, preprocessed=True) if batch.decoded else []
-            mirror_rows = (loaded.embed_all(mirrored(x), pad_to, preprocessed=True)
-                           if batch.decoded and flip else None)
+        def write(batch: DecodedBatch, running: list[Running]) -> None:
+            """Hand the rows of a finished batch to the background writer."""
+            rows = running[0].rows() if running else []
+            mirror_rows = running[1].rows() if flip and running else None
             for k, ((_, plan), writer) in enumerate(zip(targets, writers, strict=True)):
                 for i, reason in batch.failed:
                     if i in wanted[k]:
@@ -239,6 +235,26 @@ def extract_layers(
             bar.update(len(batch.indices))
             if any(skipped):
                 bar.set_postfix(skipped=max(map(len, skipped)), refresh=False)
+
+        # One batch runs on the device while the one before it is copied back and written:
+        # start() only queues work where the backend runs asynchronously (JAX, a GPU), so the
+        # device has the next batch before it finishes the current one. The decoders keep a
+        # slot for the batch on the device (decoding.IN_FLIGHT_BATCHES).
+        previous: tuple[DecodedBatch, list[Running]] | None = None
+        for batch in decoded_batches(listing, todo, batch_size, loaded.image_size, interpolation,
+                                     max_pixels=max_pixels, decoder=decoder, workers=decode_workers,
+                                     preprocess=loaded.backbone.preprocess_input):
+            # Preprocessed by the decoders; the mirror of a preprocessed image is the
+            # preprocessed mirror (preprocessing works pixel by pixel).
+            x = batch.images
+            running = ([loaded.start(x, pad_to, preprocessed=True)]
+                       + ([loaded.start(mirrored(x), pad_to, preprocessed=True)] if flip else [])
+                       if batch.decoded else [])
+            if previous is not None:
+                write(*previous)
+            previous = (batch, running)
+        if previous is not None:
+            write(*previous)
         background.close()
         pruned = [writer.finish(drop=plan.gone if prune else ())
                   for (_, plan), writer in zip(targets, writers, strict=True)]

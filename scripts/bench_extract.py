@@ -1,12 +1,13 @@
 """How close stage 1 gets to the backbone's own speed, in each precision, and its memory.
 
-For each --precision, on the same images (an even spread over the classes of the dataset):
+For each --precision, in a process of its own, on the same images (an even spread over the
+classes of the dataset):
 
   (a) the backbone alone: ``predict_on_batch`` on images decoded and preprocessed beforehand
   (b) the whole extract path: JPEG files to a finished HDF5 file (``extract.pipeline.extract``
       with the same loaded model: decoding, preprocessing, inference, commits, final file)
   (c) (b) / (a)
-  (d) peak resident memory of this process
+  (d) peak resident memory of that process
 
 and with --memory N [N ...], the peak resident memory of ``python -m extract`` runs (separate
 processes) on the first N images of --memory-dataset, to show it does not grow with N.
@@ -64,6 +65,27 @@ def backbone_alone(loaded, listing: ImageListing, batch_size: int) -> float:
     return len(images) / (time.perf_counter() - started)
 
 
+def warm_up(loaded, batch_size: int) -> None:
+    """Trace (or compile) the model before (b), allocating as little as a run would not.
+
+    (b) runs before (a): the decoding processes fork from this process, and memory that
+    TensorFlow already holds at the fork is copied page by page when TensorFlow next writes it
+    (copy on write). After (a), VGG16's cached batch-32 buffers cost about 300,000 page faults
+    and 1 to 3 s per run, which ``python -m extract`` does not pay: it forks before its first
+    batch (measured: 16.8 and 16.4 images/s with processes, 16.5 and 16.6 with threads, on
+    510 images in fresh processes). On TensorFlow two tiny batches give a trace for any batch
+    size; where every batch runs at one shape (JAX, a GPU) that shape is compiled.
+    """
+    from extract.backbones import fixed_shape_helps
+
+    x = np.zeros((batch_size, loaded.image_size, loaded.image_size, 3), np.uint8)
+    if fixed_shape_helps():
+        loaded.embed_all(x[:1], pad_to=batch_size)
+    else:
+        loaded.embed_all(x[:1])
+        loaded.embed_all(x[:2])
+
+
 def full_path(loaded, listing: ImageListing, batch_size: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         summary = extract(listing, loaded, Path(tmp) / "bench.hdf5", plan=plan_work(listing),
@@ -94,22 +116,36 @@ def main() -> None:
                         help="go over the images this many times (fast GPUs need more work)")
     parser.add_argument("--memory", nargs="*", type=int, default=[], metavar="N")
     parser.add_argument("--memory-dataset", default=str(SHARED / "datasets" / "animals"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # one precision, in this process
     args = parser.parse_args()
 
     listing = spread(list_images(Path(args.dataset)), args.images)
     if args.repeat > 1:
         listing = ImageListing(listing.root, listing.class_names, listing.paths * args.repeat,
                                np.tile(listing.labels, args.repeat))
+    if args.one:
+        loaded = load_backbone(args.backbone, args.weights, precision=args.one)
+        warm_up(loaded, args.batch_size)
+        whole = full_path(loaded, listing, args.batch_size)  # first: see warm_up
+        alone = backbone_alone(loaded, listing, args.batch_size)
+        print(alone, whole, peak_rss_mib())
+        return
     print(f"{platform.machine()}, {os.cpu_count()} cores; {args.backbone} ({args.weights}), "
           f"batch {args.batch_size}, {len(listing)} images of {args.dataset}")
     speeds = {}
     for precision in args.precision:
-        loaded = load_backbone(args.backbone, args.weights, precision=precision)
-        alone = backbone_alone(loaded, listing, args.batch_size)
-        whole = full_path(loaded, listing, args.batch_size)
+        # Each precision in a fresh process: after another precision's (a), its buffers would
+        # be copied on write in (b) (see warm_up), and each peak RSS is then its own.
+        argv = [sys.executable, __file__, "--one", precision, "--dataset", args.dataset,
+                "--images", str(args.images), "--backbone", args.backbone, "--weights",
+                args.weights, "--batch-size", str(args.batch_size), "--repeat", str(args.repeat)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{precision} failed:\n{done.stderr[-3000:]}")
+        alone, whole, rss = map(float, done.stdout.split())
         speeds[precision] = whole
         print(f"{precision:8} (a) backbone alone {alone:6.2f} images/s  (b) extract {whole:6.2f} images/s  "
-              f"(c) b/a {whole / alone:.3f}  (d) peak RSS {peak_rss_mib():.0f} MiB")
+              f"(c) b/a {whole / alone:.3f}  (d) peak RSS {rss:.0f} MiB", flush=True)
     if "float32" in speeds:
         for precision, whole in speeds.items():
             if precision != "float32":

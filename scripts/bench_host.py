@@ -40,12 +40,16 @@ from extract.sources import list_images  # noqa: E402
 
 
 class NullModel:
-    """Stands in for a Keras model: three values per image, no work."""
+    """Stands in for a Keras model (the compiled predict step ``LoadedBackbone.start`` calls):
+    three values per image, no work."""
 
     output_shape = (None, 3)
 
-    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
-        return x[:, 0, 0, :].copy()
+    def make_predict_function(self) -> None:
+        pass
+
+    def predict_function(self, data: list[tuple[np.ndarray]]) -> np.ndarray:
+        return data[0][0][:, 0, 0, :].copy()
 
 
 def run(root: Path, size: int, batch_size: int, decoder: str, workers: int, out: Path) -> float:
