@@ -241,8 +241,9 @@ class LoadedBackbone:
         waits for the device; no public Keras call gives the outputs without that wait, so this
         is the same compiled step without the conversion: TensorFlow's and PyTorch's
         ``predict_function``, and on JAX ``stateless_call`` under ``jax.jit`` (Keras' own JAX
-        step is that call, jitted, with the variables donated, which would make them
-        unusable for the next batch).
+        step is that call, jitted, with the variables' buffers donated: it replaces them in the
+        variables after each call, so the values are read from the variables at every call,
+        never kept).
         """
         cached = self._compiled.get("predict")
         if cached is not None:
@@ -253,12 +254,11 @@ class LoadedBackbone:
         if keras.backend.backend() == "jax":
             import jax
 
-            trainable = [v.value for v in model.trainable_variables]
-            non_trainable = [v.value for v in model.non_trainable_variables]
             step = jax.jit(lambda t, nt, x: model.stateless_call(t, nt, x, training=False)[0])
 
             def predict(x: np.ndarray) -> Any:
-                return step(trainable, non_trainable, x)
+                return step([v.value for v in model.trainable_variables],
+                            [v.value for v in model.non_trainable_variables], x)
         else:
             model.make_predict_function()
 

@@ -217,6 +217,7 @@ def extract_layers(
         # Entered after the writers, so left before them: the calls already given still run
         # (a Ctrl-C loses no computed row), then each writer commits or keeps what it holds.
         background = stack.enter_context(BackgroundWriter())
+
         def write(batch: DecodedBatch, running: list[Running]) -> None:
             """Hand the rows of a finished batch to the background writer."""
             rows = running[0].rows() if running else []
@@ -241,18 +242,28 @@ def extract_layers(
         # device has the next batch before it finishes the current one. The decoders keep a
         # slot for the batch on the device (decoding.IN_FLIGHT_BATCHES).
         previous: tuple[DecodedBatch, list[Running]] | None = None
-        for batch in decoded_batches(listing, todo, batch_size, loaded.image_size, interpolation,
-                                     max_pixels=max_pixels, decoder=decoder, workers=decode_workers,
-                                     preprocess=loaded.backbone.preprocess_input):
-            # Preprocessed by the decoders; the mirror of a preprocessed image is the
-            # preprocessed mirror (preprocessing works pixel by pixel).
-            x = batch.images
-            running = ([loaded.start(x, pad_to, preprocessed=True)]
-                       + ([loaded.start(mirrored(x), pad_to, preprocessed=True)] if flip else [])
-                       if batch.decoded else [])
+        try:
+            for batch in decoded_batches(listing, todo, batch_size, loaded.image_size,
+                                         interpolation, max_pixels=max_pixels, decoder=decoder,
+                                         workers=decode_workers,
+                                         preprocess=loaded.backbone.preprocess_input):
+                # Preprocessed by the decoders; the mirror of a preprocessed image is the
+                # preprocessed mirror (preprocessing works pixel by pixel).
+                x = batch.images
+                running = ([loaded.start(x, pad_to, preprocessed=True)]
+                           + ([loaded.start(mirrored(x), pad_to, preprocessed=True)] if flip else [])
+                           if batch.decoded else [])
+                done, previous = previous, None
+                if done is not None:
+                    write(*done)
+                previous = (batch, running)
+        except BaseException:
+            # Stopped (Ctrl-C, a decoder's failure): the batch started last still reaches the
+            # writer, so no computed row is lost; never hide the error itself.
             if previous is not None:
-                write(*previous)
-            previous = (batch, running)
+                with contextlib.suppress(Exception):
+                    write(*previous)
+            raise
         if previous is not None:
             write(*previous)
         background.close()

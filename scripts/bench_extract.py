@@ -6,7 +6,8 @@ classes of the dataset):
   (a) the backbone alone: ``predict_on_batch`` on images decoded and preprocessed beforehand
   (b) the whole extract path: JPEG files to a finished HDF5 file (``extract.pipeline.extract``
       with the same loaded model: decoding, preprocessing, inference, commits, final file)
-  (c) (b) / (a)
+  (c) (b) / (a); (a) waits for each batch, (b) starts the next batch before it reads the last
+      one's rows, so where the backend runs asynchronously (JAX, a GPU) (c) may exceed 1
   (d) peak resident memory of that process
 
 and with --memory N [N ...], the peak resident memory of ``python -m extract`` runs (separate

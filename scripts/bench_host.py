@@ -51,6 +51,13 @@ class NullModel:
     def predict_function(self, data: list[tuple[np.ndarray]]) -> np.ndarray:
         return data[0][0][:, 0, 0, :].copy()
 
+    # The same on JAX, where the step is ``stateless_call`` under ``jax.jit`` (a GPU machine
+    # may have no TensorFlow).
+    trainable_variables = non_trainable_variables = ()
+
+    def stateless_call(self, trainable, non_trainable, x, training=False):
+        return x[:, 0, 0, :] + 0, non_trainable
+
 
 def run(root: Path, size: int, batch_size: int, decoder: str, workers: int, out: Path) -> float:
     """Images per second of one whole run, listing included."""
