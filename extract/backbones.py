@@ -21,12 +21,13 @@ a path
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,6 @@ class LoadedBackbone:
     precision: str = "float32"
     weights_path: str = ""  # the resolved weights file, when the weights came from a path
     with_top: bool = False  # built with its classifier top (and the weights that include it)
-    _compiled: dict = field(default_factory=dict, repr=False, compare=False)  # see _predict
 
     @property
     def layer(self) -> str:
@@ -233,7 +233,7 @@ class LoadedBackbone:
                 out.copy_to_host_async()
         return Running(outputs, n)
 
-    @property
+    @functools.cached_property  # built once; kept in the instance's __dict__, frozen or not
     def _predict(self) -> Callable[[np.ndarray], Any]:
         """The compiled inference step, outputs left where the backend computed them.
 
@@ -245,9 +245,6 @@ class LoadedBackbone:
         variables after each call, so the values are read from the variables at every call,
         never kept).
         """
-        cached = self._compiled.get("predict")
-        if cached is not None:
-            return cached
         import keras
 
         model = self.model
@@ -264,7 +261,6 @@ class LoadedBackbone:
 
             def predict(x: np.ndarray) -> Any:
                 return model.predict_function([(x,)])
-        self._compiled["predict"] = predict
         return predict
 
     def embed_all(
