@@ -17,11 +17,11 @@ one-line user error is a :class:`ClassifyError` (bad settings: :class:`SettingsE
 ``ValueError``); a feature file that cannot be used raises :class:`features.FeatureFileError`.
 Informational lines go to the ``classify`` logger at INFO.
 
-The pieces are usable on their own: ``models`` (the registry of classifiers), ``settings``
-(their checks), ``search`` (split and grid search), ``results``, ``report`` (text and JSON),
-``comparison`` (side-by-side tables), ``plots``, ``card`` (model cards), ``prediction``,
-``imagenet``, ``head`` (the Keras dense head as a scikit-learn estimator), ``finetune`` (the
-backbone's top layers trained from stored maps), ``model_files``, ``export``.
+The pieces, by sub-package: ``classifiers`` (the registry, :func:`register_classifier`, and the
+built-in entries, among them the Keras dense head and fine-tuning), ``search`` (split, grid
+search, the logistic regression's regularisation path, engines), ``evaluation`` (results and
+comparisons), ``outputs`` (text and JSON reports, plots, saved models and their cards),
+``inference`` (predict, the ImageNet classifier, export); ``settings`` checks the settings.
 Importing ``classify`` does not import TensorFlow, Ray, XGBoost or matplotlib; the calls that
 need them do.
 """
@@ -29,17 +29,19 @@ need them do.
 from features import FeatureFileError
 
 from .api import train_and_evaluate
-from .comparison import CompareError, Comparison, compare
-from .errors import ClassifyError, SettingsError
-from .export import ExportedModel, ExportError, export_model, read_metadata
-from .imagenet import ImagenetPrediction, imagenet_predict, iter_imagenet_predictions
-from .models import MODELS
-from .prediction import PredictError, Prediction, iter_predictions, predict
-from .results import ModelResult, side_by_side_table
-from .search import SplitError
+from .classifiers import CLASSIFIERS, Classifier, register_classifier, unregister_classifier
+from .errors import ClassifyError, PredictError, SettingsError
+from .evaluation.comparison import CompareError, Comparison, compare
+from .evaluation.results import ModelResult, side_by_side_table
+from .inference.export import ExportedModel, ExportError, export_model, read_metadata
+from .inference.imagenet import ImagenetPrediction, imagenet_predict, iter_imagenet_predictions
+from .inference.predict import Prediction, iter_predictions, predict
+from .outputs import OUTPUTS, Output, register_output, unregister_output
+from .search.split import SplitError
 
 __all__ = [
-    "MODELS",
+    "CLASSIFIERS",
+    "Classifier",
     "ClassifyError",
     "CompareError",
     "Comparison",
@@ -48,6 +50,8 @@ __all__ = [
     "FeatureFileError",
     "ImagenetPrediction",
     "ModelResult",
+    "OUTPUTS",
+    "Output",
     "PredictError",
     "Prediction",
     "SettingsError",
@@ -59,6 +63,10 @@ __all__ = [
     "iter_predictions",
     "predict",
     "read_metadata",
+    "register_classifier",
+    "register_output",
     "side_by_side_table",
     "train_and_evaluate",
+    "unregister_classifier",
+    "unregister_output",
 ]

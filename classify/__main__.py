@@ -22,8 +22,8 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
-from .models import MODELS  # noqa: E402
-from .settings import ENGINES  # noqa: E402
+from .classifiers import CLASSIFIERS  # noqa: E402
+from .settings import add_arguments, keywords_of, whole  # noqa: E402
 
 DESCRIPTION = """\
 Grid-search a classifier on a feature file written by `python -m extract`: a stratified,
@@ -35,7 +35,7 @@ test rows (stdout).
 EPILOG = """\
 models (default grid in brackets; --grid replaces it):
 """ + "\n".join(
-    f"  {spec.name:7} {spec.description} [{json.dumps(spec.grid)}]" for spec in MODELS.values()
+    f"  {spec.name:7} {spec.description} [{json.dumps(spec.grid)}]" for spec in CLASSIFIERS.values()
 ) + """
 
 examples:
@@ -83,21 +83,6 @@ Exit status: 0 done, 1 failure (message on stderr), 2 usage error, 130 interrupt
 """
 
 
-# Text to values only: whether a value is allowed is the library's to say (classify.settings).
-def number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
-def whole(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m classify",
@@ -107,45 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--features", "-f", required=True, metavar="FILE",
                    help="feature file written by python -m extract")
-    p.add_argument("--model", "-m", nargs="+", default=["logreg"], metavar="{" + ",".join(MODELS) + "}",
-                   help="classifier(s) to search, on the same split; several end with a "
-                        "side-by-side table (default: logreg)")
-    p.add_argument("--grid", metavar="JSON",
-                   help='parameter grid replacing the default, e.g. \'{"C": [0.01, 0.1, 1]}\'')
-    p.add_argument("--test-size", type=number, default=0.25, metavar="F",
-                   help="share of each class held out for the test report (default: 0.25)")
-    p.add_argument("--seed", type=whole, default=42,
-                   help="seed of the split, the folds and the models (default: 42)")
-    p.add_argument("--folds", type=whole, default=3, metavar="K",
-                   help="cross-validation folds on the training rows (default: 3)")
-    p.add_argument("--jobs", "-j", type=whole, default=-1, metavar="N",
-                   help="parallel jobs; -1 uses every core (default: -1)")
-    p.add_argument("--json", metavar="FILE", help="write metrics, best parameters, timings, "
-                   "provenance and the test rows' indices as JSON")
-    p.add_argument("--save", metavar="FILE", help="save the fitted best model (joblib; the head as "
-                   "FILE with the suffix .keras) and its model card FILE.card.json")
-    p.add_argument("--plots", metavar="DIR", help="write confusion_<model>.png per model and, with "
-                   "several models, precision.png (per-class precision side by side) into DIR "
-                   "(created if need be)")
-    p.add_argument("--augment", action="store_true",
-                   help="train on the training images' mirrors too (a file extracted with "
-                        "--augment flip); folds and test are scored on images, never mirrors")
-    p.add_argument("--tta", action="store_true",
-                   help="score each test image by the mean of its and its mirror's probabilities "
-                        "(a file extracted with --augment flip)")
-    p.add_argument("--precision", metavar="{float32,bf16}",
-                   help="compute precision of the backbone layers finetune trains: bf16 (Keras "
-                        "mixed_bfloat16; CPUs with AVX512-BF16 or AMX, recent GPUs) (default: the "
-                        "feature file's extraction precision)")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="use the committed rows of a file whose extraction did not finish")
-    p.add_argument("--verbose", "-v", action="count", default=0, help="show the search's progress")
-    p.add_argument("--engine", default="local", metavar="{" + ",".join(ENGINES) + "}",
-                   help="local: this machine's cores (default); ray: every cross-validation fit "
-                        "is a Ray task (joblib's Ray backend), one core each, spread over the "
-                        "cluster; same results (pip install -e .[ray])")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
+    add_arguments(p)
     return p
 
 
@@ -185,20 +132,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from .api import train_and_evaluate
     from .errors import ClassifyError, SettingsError
-    from .results import side_by_side_table
+    from .evaluation.results import side_by_side_table
 
     def show(result) -> None:
         print(result.report, flush=True)  # searches are long: each report as soon as it is ready
 
     try:
         with stderr_log():
-            results = train_and_evaluate(
-                args.features, args.model, grid=args.grid, test_size=args.test_size,
-                seed=args.seed, folds=args.folds, jobs=args.jobs, allow_partial=args.allow_partial,
-                augment=args.augment, tta=args.tta, precision=args.precision,
-                engine=args.engine, ray_address=args.ray_address, verbose=args.verbose,
-                json=args.json, save=args.save, plots=args.plots, on_result=show,
-            )
+            results = train_and_evaluate(args.features, **keywords_of(args), on_result=show)
     except SettingsError as exc:
         parser.error(str(exc))  # usage and the message; exits with 2
     except (ClassifyError, FeatureFileError) as exc:
@@ -225,8 +166,8 @@ def compare_main(argv: list[str]) -> int:
                         "side by side) and confusion_<run>.png per run into DIR (created if need be)")
     args = parser.parse_args(argv)
 
-    from .comparison import compare
     from .errors import ClassifyError, SettingsError
+    from .evaluation.comparison import compare
 
     try:
         comparison = compare(args.results, force=args.force)
@@ -284,7 +225,7 @@ def export_main(argv: list[str]) -> int:
     from extract.tf_logs import start_keras
 
     from .errors import ClassifyError, SettingsError
-    from .export import export_model
+    from .inference.export import export_model
 
     if args.verbose:
         start_keras(verbose=True)
@@ -301,8 +242,8 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
-def predict_main(argv: list[str]) -> int:
-    """``python -m classify predict --model M IMAGE_OR_FOLDER ...`` (or ``--imagenet``)"""
+def predict_parser() -> argparse.ArgumentParser:
+    """The options of ``python -m classify predict``."""
     parser = argparse.ArgumentParser(prog="python -m classify predict", description=PREDICT_DESCRIPTION,
                                      epilog=PREDICT_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -331,6 +272,12 @@ def predict_main(argv: list[str]) -> int:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="show TensorFlow's start-up lines (hidden by default, except unexpected ones)")
+    return parser
+
+
+def predict_main(argv: list[str]) -> int:
+    """``python -m classify predict --model M IMAGE_OR_FOLDER ...`` (or ``--imagenet``)"""
+    parser = predict_parser()
     args = parser.parse_args(argv)
     if args.imagenet and args.model is not None:
         parser.error("--imagenet uses the backbone's own ImageNet classifier, --model a model of "
@@ -345,8 +292,9 @@ def predict_main(argv: list[str]) -> int:
 
     from extract.tf_logs import start_keras
 
-    from . import imagenet, prediction
     from .errors import ClassifyError, SettingsError
+    from .inference import imagenet
+    from .inference import predict as prediction
 
     if args.verbose:
         start_keras(verbose=True)  # the library's own quiet start is then a no-op

@@ -12,20 +12,15 @@ import json as jsonlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .models import MODELS, inner_parallel
-from .results import ModelResult
-from .settings import check_grid_values, check_models, check_settings, parse_grid
+from .classifiers import get_classifier
+from .evaluation.results import ModelResult
+from .settings import TrainSettings, check_grid_values, parse_grid
 
 log = logging.getLogger("classify")
-
-
-def suffixed(path: str | os.PathLike, model: str, several: bool) -> Path:
-    """``path``, or with several models ``<stem>.<model><suffix>`` beside it."""
-    p = Path(path)
-    return p.with_name(f"{p.stem}.{model}{p.suffix}") if several else p
 
 
 def train_and_evaluate(
@@ -47,6 +42,7 @@ def train_and_evaluate(
     json: str | os.PathLike | None = None,
     save: str | os.PathLike | None = None,
     plots: str | os.PathLike | None = None,
+    outputs: Mapping[str, str | os.PathLike] | None = None,
     on_result: Callable[[ModelResult], Any] | None = None,
 ) -> dict[str, ModelResult]:
     """Grid-search classifiers on a feature file and report each on held-out test rows.
@@ -61,10 +57,11 @@ def train_and_evaluate(
     features : path
         A feature file written by ``python -m extract``.
     models : str or sequence of str
-        Registry names (:data:`classify.MODELS`): ``logreg``, ``rf``, ``xgb``, ``head`` (a
-        Keras dense head, :class:`classify.head.DenseHead`), ``finetune`` (the backbone's
-        layers above the file's layer and a head, :class:`classify.finetune.FineTune`); run
-        in the order given, on the same split.
+        Registry names (:data:`classify.CLASSIFIERS`): ``logreg``, ``rf``, ``xgb``, ``head`` (a
+        Keras dense head, :class:`classify.classifiers.head.DenseHead`), ``finetune`` (the
+        backbone's layers above the file's layer and a head,
+        :class:`classify.classifiers.finetune.FineTune`), or one registered with
+        :func:`classify.register_classifier`; run in the order given, on the same split.
     grid : dict or JSON str, optional
         Parameter lists replacing the model's default grid; one model only.
     test_size : float
@@ -88,7 +85,8 @@ def train_and_evaluate(
     precision : {"float32", "bf16"}, optional
         Compute precision of the backbone layers ``finetune`` trains (``bf16``: Keras'
         ``mixed_bfloat16``, for CPUs with AVX512-BF16 or AMX and recent GPUs); by default the
-        feature file's extraction precision. Other models refuse anything but float32.
+        feature file's extraction precision where this machine has native bfloat16, else
+        float32. Other models refuse anything but float32.
     engine : {"local", "ray"}
         ``ray`` runs every cross-validation fit as a Ray task on the cluster at
         ``ray_address`` (default ``$RAY_ADDRESS``, else a local instance).
@@ -106,6 +104,10 @@ def train_and_evaluate(
     plots : path, optional
         A folder (created with its parents if need be) for ``confusion_<model>.png`` and, with
         several models, ``precision.png``.
+    outputs : dict of str to path, optional
+        Destinations of registered outputs by name (:data:`classify.OUTPUTS`; ``json``,
+        ``save`` and ``plots`` are the three above), for outputs of your own
+        (:func:`classify.register_output`).
     on_result : callable, optional
         Called with each :class:`ModelResult` as soon as its model is done (before its files
         are written), e.g. to print ``result.report`` while the next model searches.
@@ -138,111 +140,129 @@ def train_and_evaluate(
     >>> train_and_evaluate("f17.hdf5", ["logreg", "xgb"], json="f17.json", save="f17.joblib",
     ...                    on_result=lambda r: print(r.report))  # doctest: +SKIP
     """
-    names = check_models(models)
-    check_settings(models=names, grid=grid, test_size=test_size, seed=seed, folds=folds, jobs=jobs,
-                   engine=engine, verbose=verbose, augment=augment, tta=tta, precision=precision)
-    if precision == "bf16":
-        from extract.backbones import cpu_has_bf16, gpu_present
+    names = list(TrainSettings(
+        models=models, grid=grid, test_size=test_size, seed=seed, folds=folds, jobs=jobs, json=json,
+        save=save, plots=plots, augment=augment, tta=tta, precision=precision, allow_partial=allow_partial,
+        verbose=verbose, engine=engine, ray_address=ray_address,
+    ).models)
+    from extract.devices import warn_if_bf16_is_slow
 
-        if not cpu_has_bf16() and not gpu_present():
-            log.warning("warning: this CPU has no bfloat16 instructions; bf16 will be slower than float32")
-    several = len(names) > 1
-    ray_engine = engine == "ray"
-    estimators, grids = {}, {}
-    for name in names:
-        # On Ray the fits are spread one core each; locally, forests and boosting use every
-        # core inside one fit instead.
-        inner_jobs = (1 if ray_engine else jobs) if inner_parallel(name) else None
-        estimators[name] = MODELS[name].make(seed, inner_jobs)
-        if precision is not None and "precision" in estimators[name].get_params():
-            estimators[name].set_params(precision=precision)
-        grids[name] = MODELS[name].grid
-        if grid is not None:
-            grids[name] = parse_grid(grid, set(estimators[name].get_params()))
-            check_grid_values(estimators[name], grids[name])
+    from .outputs import open_outputs
+    from .search.engines import search_backend
 
-    from features import FeatureFile, schema
-
-    from .engines import search_backend
-    from .search import SplitError, run_search, stratified_split
-
-    features_path = os.fspath(features)
-    with FeatureFile(features_path, allow_partial=allow_partial) as ff:
-        X = ff.load_features()
-        if augment or tta:  # one line naming the file and the fix, before any search
-            mirror = ff.load_mirror_features()
-        else:
-            mirror = None
-        y, label_names, provenance = ff.labels, ff.label_names, ff.attrs
-        complete = bool(ff.attrs.get(schema.COMPLETE, True)) and ff.n_rows == len(ff.features)
-    for name in names:
-        if MODELS[name].needs_extraction:  # refused in one line before any search starts
-            from .card import EXTRACTION_KEYS
-            from .finetune import check_extraction
-
-            extraction = {key: provenance.get(key) for key in EXTRACTION_KEYS}
-            estimators[name].set_params(extraction=extraction,
-                                        weights=check_extraction(extraction, features_path))
-    try:
-        # The last classes of an unfinished file may not have been reached yet.
-        train, test = stratified_split(y, test_size, seed, label_names,
-                                       allow_trailing_empty=allow_partial and not complete)
-    except SplitError as exc:
-        raise SplitError(f"{features_path}: {exc}") from None
-    plot_dir = None
-    if plots is not None:
-        from .plots import plot_folder
-
-        plot_dir = plot_folder(plots)
-
+    warn_if_bf16_is_slow(precision, log)
+    estimators, grids = make_estimators(names, grid, seed=seed, jobs=jobs, engine=engine, precision=precision)
+    data = read_features(os.fspath(features), allow_partial=allow_partial, mirrors=augment or tta)
+    for name in names:  # a file a model cannot use is refused in one line before any search
+        get_classifier(name).prepare(estimators[name], data.provenance, data.path)
+    train, test = split_rows(data, test_size, seed, allow_partial)
+    destinations = open_outputs({"json": json, "save": save, "plots": plots, **(outputs or {})})
+    settings = {"test_size": test_size, "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
+                "augment": augment, "tta": tta, "precision": precision}
     results: dict[str, ModelResult] = {}
     with search_backend(engine, ray_address):
         for name in names:
-            spec, model_grid = MODELS[name], grids[name]
-            log.info(
-                "%d rows, %d features, %d classes; %d train%s / %d test%s; searching %s over %s",
-                len(y), X.shape[1], len(label_names), len(train), " + their mirrors" if augment else "",
-                len(test), " (with their mirrors' probabilities)" if tta else "", name,
-                jsonlib.dumps(model_grid),
-            )
-            # Models that are parallel inside one fit search their grid one fit at a time.
-            search_jobs = jobs if ray_engine or not inner_parallel(name) else 1
-            try:
-                search = run_search(
-                    name, estimators[name], model_grid, X, y, train, test,
-                    folds=folds, seed=seed, jobs=search_jobs, verbose=verbose,
-                    row_space=spec.row_space, select=spec.select, label_names=label_names,
-                    mirror=mirror, augment=augment, tta=tta, c_path=spec.c_path,
-                )
-            except SplitError as exc:
-                raise SplitError(f"{features_path}: {exc}") from None
-            settings = {
-                "model": name, "grid": model_grid, "test_size": test_size,
-                "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
-                "augment": augment, "tta": tta, "precision": precision,
-            }
-            result = ModelResult(
-                name=name, search=search, label_names=label_names, test_indices=test,
-                y_test=y[test], features_path=features_path, provenance=provenance,
-                settings=settings,
-            )
-            results[name] = result
+            results[name] = search_model(name, estimators[name], grids[name], data, train, test, settings,
+                                         verbose=verbose)
             if on_result is not None:
-                on_result(result)
-            if json is not None:
-                result.to_json(suffixed(json, name, several))
-            if save is not None:
-                log.info("saved %s to %s", name, result.save(suffixed(save, name, several)))
-            if plot_dir is not None:
-                from .plots import confusion_png
+                on_result(results[name])
+            write_outputs(results[name], destinations, several=len(names) > 1)
+    from .outputs import OUTPUTS
 
-                confusion_png(result.y_test, result.test_predictions, label_names,
-                              plot_dir / f"confusion_{name}.png",
-                              title=f"{name} on {Path(features_path).name}, normalised by true class")
-    if several and plot_dir is not None:
-        from .plots import precision_png
-
-        precision_png({n: r.report_dict for n, r in results.items()}, label_names,
-                      plot_dir / "precision.png")
+    for output_name, destination in destinations.items():
+        OUTPUTS[output_name].write_all(results, destination)
     return results
 
+
+def make_estimators(names: Sequence[str], grid: str | Mapping[str, Any] | None, *, seed: int, jobs: int,
+                    engine: str, precision: str | None) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Each model's unfitted estimator and grid (``grid`` replacing the default, checked)."""
+    estimators, grids = {}, {}
+    for name in names:
+        entry = get_classifier(name)
+        # On Ray the fits are spread one core each; locally, models parallel inside one fit
+        # use every core there instead.
+        inner_jobs = (1 if engine == "ray" else jobs) if entry.parallel_inside else None
+        estimators[name] = entry.make(seed, inner_jobs)
+        if precision is not None and entry.trains_backbone:
+            estimators[name].set_params(precision=precision)
+        grids[name] = entry.grid
+        if grid is not None:
+            grids[name] = parse_grid(grid, set(estimators[name].get_params()))
+            check_grid_values(estimators[name], grids[name])
+    return estimators, grids
+
+
+@dataclass(frozen=True)
+class FeatureData:
+    """What a run reads of its feature file."""
+
+    path: str
+    X: Any
+    y: Any
+    mirror: Any
+    label_names: list[str]
+    provenance: dict[str, Any]
+    complete: bool
+
+
+def read_features(path: str, *, allow_partial: bool, mirrors: bool) -> FeatureData:
+    """The features, labels (and with ``mirrors`` the mirrored features) of the file at ``path``."""
+    from features import FeatureFile, schema
+
+    with FeatureFile(path, allow_partial=allow_partial) as ff:
+        X = ff.load_features()
+        mirror = ff.load_mirror_features() if mirrors else None  # one line naming the file and the fix
+        complete = bool(ff.attrs.get(schema.COMPLETE, True)) and ff.n_rows == len(ff.features)
+        return FeatureData(path, X, ff.labels, mirror, ff.label_names, ff.attrs, complete)
+
+
+def split_rows(data: FeatureData, test_size: float, seed: int, allow_partial: bool) -> tuple[Any, Any]:
+    """The stratified, seeded train / test rows; errors name the file."""
+    from .search.split import SplitError, stratified_split
+
+    try:
+        # The last classes of an unfinished file may not have been reached yet.
+        return stratified_split(data.y, test_size, seed, data.label_names,
+                                allow_trailing_empty=allow_partial and not data.complete)
+    except SplitError as exc:
+        raise SplitError(f"{data.path}: {exc}") from None
+
+
+def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: FeatureData, train: Any,
+                 test: Any, settings: dict[str, Any], *, verbose: int) -> ModelResult:
+    """One model's search on the training rows and its evaluation on the test rows."""
+    from .search.grid import run_search
+    from .search.split import SplitError
+
+    entry, augment, tta = get_classifier(name), settings["augment"], settings["tta"]
+    log.info(
+        "%d rows, %d features, %d classes; %d train%s / %d test%s; searching %s over %s",
+        len(data.y), data.X.shape[1], len(data.label_names), len(train),
+        " + their mirrors" if augment else "", len(test),
+        " (with their mirrors' probabilities)" if tta else "", name, jsonlib.dumps(grid),
+    )
+    # Models that are parallel inside one fit search their grid one fit at a time.
+    search_jobs = settings["jobs"] if settings["engine"] == "ray" or not entry.parallel_inside else 1
+    try:
+        search = run_search(
+            name, estimator, grid, data.X, data.y, train, test, folds=settings["folds"],
+            seed=settings["seed"], jobs=search_jobs, verbose=verbose, row_space=entry.linear_l2,
+            select=entry.select, label_names=data.label_names, mirror=data.mirror, augment=augment,
+            tta=tta, c_path=entry.regularisation_path,
+        )
+    except SplitError as exc:
+        raise SplitError(f"{data.path}: {exc}") from None
+    return ModelResult(
+        name=name, search=search, label_names=data.label_names, test_indices=test, y_test=data.y[test],
+        features_path=data.path, provenance=data.provenance,
+        settings={"model": name, "grid": grid, **settings},
+    )
+
+
+def write_outputs(result: ModelResult, destinations: Mapping[str, Path], *, several: bool) -> None:
+    """Write each asked-for output of one model, in the registry's order."""
+    from .outputs import OUTPUTS
+
+    for name, destination in destinations.items():
+        OUTPUTS[name].write(result, destination, several)

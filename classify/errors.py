@@ -18,6 +18,10 @@ class SettingsError(ClassifyError, ValueError):
     and the message, and exits with status 2."""
 
 
+class PredictError(ClassifyError):
+    """A model or input that cannot be used; the message is one line for the user."""
+
+
 def named(setting: str) -> str:
     """A setting as both audiences know it: ``test_size (--test-size)``."""
     return f"{setting} (--{setting.replace('_', '-')})"

@@ -1,19 +1,24 @@
-"""The checks of stage 2's settings: the one place they are made.
+"""Stage 2's settings, declared once: :class:`TrainSettings`, and their checks.
 
-The command line's parser only turns text into numbers; :func:`classify.train_and_evaluate`
-calls :func:`check_settings`, so a notebook and ``python -m classify`` refuse the same settings
-with the same one-line :class:`~classify.errors.SettingsError`.
+Each field of :class:`TrainSettings` is a keyword of :func:`classify.train_and_evaluate` with
+its default, and carries in its metadata the command line's flag, help and text-to-value
+conversion: :func:`add_arguments` builds ``python -m classify``'s options from it, and
+:func:`option_table` the table of docs/cli.md. Making one checks it (:func:`check_settings`),
+so a notebook and ``python -m classify`` refuse the same settings with the same one-line
+:class:`~classify.errors.SettingsError`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .classifiers import CLASSIFIERS, get_classifier
 from .errors import SettingsError, first_line, named
-from .models import MODELS
 
 #: ``engine=`` choices: this machine's cores, or a Ray cluster.
 ENGINES = ("local", "ray")
@@ -30,10 +35,9 @@ def check_models(models: str | Sequence[str]) -> list[str]:
     """The model names, in the order given and once each; a single name is accepted too."""
     names = [models] if isinstance(models, str) else list(models)
     if not names:
-        raise SettingsError(f"{named('model')} needs at least one of {', '.join(MODELS)}")
+        raise SettingsError(f"{named('model')} needs at least one of {', '.join(CLASSIFIERS)}")
     for name in names:
-        if name not in MODELS:
-            raise SettingsError(f"unknown model (--model) {name!r}; choose from {', '.join(MODELS)}")
+        get_classifier(name)
     return list(dict.fromkeys(names))
 
 
@@ -114,13 +118,13 @@ def check_settings(
         raise SettingsError(f"{named('jobs')} must be -1 (all cores) or at least 1, got {jobs!r}")
     if engine not in ENGINES:
         raise SettingsError(f"{named('engine')} must be one of {', '.join(ENGINES)}, got {engine!r}")
-    from .finetune import PRECISIONS
+    from .classifiers.finetune import PRECISIONS
 
     if precision is not None and precision not in PRECISIONS:
         raise SettingsError(f"{named('precision')} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision not in (None, "float32"):
         for model in models:
-            if "precision" not in MODELS[model].make(0, None).get_params():
+            if not get_classifier(model).trains_backbone:
                 raise SettingsError(f"{named('precision')} {precision} is for the models that train "
                                     f"backbone layers (finetune); {model} trains in float32")
     for name, value in (("augment", augment), ("tta", tta)):
@@ -128,3 +132,138 @@ def check_settings(
             raise SettingsError(f"{named(name)} must be True or False, got {value!r}")
     if not _whole(verbose) or verbose < 0:
         raise SettingsError(f"{named('verbose')} must be a whole number of at least 0, got {verbose!r}")
+
+
+# Text to values only: whether a value is allowed is for check_settings to say.
+def number(text: str) -> float:
+    """``--test-size`` and other real numbers from text."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def whole(text: str) -> int:
+    """``--seed`` and other whole numbers from text."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def option(help: str, *flags: str, metavar: str | None = None, text: Callable[[str], Any] | None = None,
+           action: str | None = None, nargs: str | None = None) -> dict[str, Any]:
+    """The command-line side of a setting, as a field's metadata: its flags (default
+    ``--<name>`` with dashes), help, metavar, text-to-value conversion, argparse action, nargs."""
+    return {"flags": flags, "help": help, "metavar": metavar, "text": text, "action": action, "nargs": nargs}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The settings of one stage-2 run: every keyword of :func:`classify.train_and_evaluate`
+    after the feature file, with its default; made, they are checked.
+
+    Examples
+    --------
+    >>> TrainSettings(models=["rf", "rf"], folds=5).models
+    ('rf',)
+    >>> TrainSettings(test_size=1.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    classify.errors.SettingsError: test_size (--test-size) must lie strictly between 0 and 1, got 1.5
+    """
+
+    models: tuple[str, ...] = field(default=("logreg",), metadata=option(
+        "classifier(s) to search, on the same split; several end with a side-by-side table "
+        "(default: logreg)", "--model", "-m", nargs="+"))
+    grid: str | Mapping[str, Any] | None = field(default=None, metadata=option(
+        'parameter grid replacing the default, e.g. \'{"C": [0.01, 0.1, 1]}\'', metavar="JSON"))
+    test_size: float = field(default=0.25, metadata=option(
+        "share of each class held out for the test report (default: 0.25)", metavar="F", text=number))
+    seed: int = field(default=42, metadata=option(
+        "seed of the split, the folds and the models (default: 42)", text=whole))
+    folds: int = field(default=3, metadata=option(
+        "cross-validation folds on the training rows (default: 3)", metavar="K", text=whole))
+    jobs: int = field(default=-1, metadata=option(
+        "parallel jobs; -1 uses every core (default: -1)", "--jobs", "-j", metavar="N", text=whole))
+    json: str | None = field(default=None, metadata=option(
+        "write metrics, best parameters, timings, provenance and the test rows' indices as JSON",
+        metavar="FILE"))
+    save: str | None = field(default=None, metadata=option(
+        "save the fitted best model (joblib; the head as FILE with the suffix .keras) and its "
+        "model card FILE.card.json", metavar="FILE"))
+    plots: str | None = field(default=None, metadata=option(
+        "write confusion_<model>.png per model and, with several models, precision.png "
+        "(per-class precision side by side) into DIR (created if need be)", metavar="DIR"))
+    augment: bool = field(default=False, metadata=option(
+        "train on the training images' mirrors too (a file extracted with --augment flip); folds "
+        "and test are scored on images, never mirrors", action="store_true"))
+    tta: bool = field(default=False, metadata=option(
+        "score each test image by the mean of its and its mirror's probabilities (a file "
+        "extracted with --augment flip)", action="store_true"))
+    precision: str | None = field(default=None, metadata=option(
+        "compute precision of the backbone layers finetune trains: bf16 (Keras mixed_bfloat16; "
+        "CPUs with AVX512-BF16 or AMX, recent GPUs) (default: the feature file's extraction "
+        "precision, float32 where bf16 is not native)", metavar="{float32,bf16}"))
+    allow_partial: bool = field(default=False, metadata=option(
+        "use the committed rows of a file whose extraction did not finish", action="store_true"))
+    verbose: int = field(default=0, metadata=option(
+        "show the search's progress", "--verbose", "-v", action="count"))
+    engine: str = field(default="local", metadata=option(
+        "local: this machine's cores (default); ray: every cross-validation fit is a Ray task "
+        "(joblib's Ray backend), one core each, spread over the cluster; same results "
+        "(pip install -e .[ray])", metavar="{" + ",".join(ENGINES) + "}"))
+    ray_address: str | None = field(default=None, metadata=option(
+        "Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)", metavar="ADDR"))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(check_models(self.models)))
+        check_settings(models=list(self.models), grid=self.grid, test_size=self.test_size, seed=self.seed,
+                       folds=self.folds, jobs=self.jobs, engine=self.engine, verbose=self.verbose,
+                       augment=self.augment, tta=self.tta, precision=self.precision)
+
+    def keywords(self) -> dict[str, Any]:
+        """The settings as :func:`classify.train_and_evaluate`'s keywords."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def flags_of(setting: Any) -> tuple[str, ...]:
+    """A field's command-line flags: as declared, else ``--<name>`` with dashes."""
+    return setting.metadata["flags"] or (f"--{setting.name.replace('_', '-')}",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every :class:`TrainSettings` field to ``parser`` as an option (dest: the keyword)."""
+    for setting in fields(TrainSettings):
+        meta = setting.metadata
+        extra = {key: meta[key] for key in ("metavar", "action", "nargs") if meta[key] is not None}
+        if meta["text"] is not None:
+            extra["type"] = meta["text"]
+        if setting.name == "models":
+            extra["metavar"] = "{" + ",".join(CLASSIFIERS) + "}"
+        default = list(setting.default) if isinstance(setting.default, tuple) else setting.default
+        parser.add_argument(*flags_of(setting), dest=setting.name, default=default, help=meta["help"],
+                            **extra)
+
+
+def keywords_of(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`classify.train_and_evaluate`'s keywords from parsed command-line ``args`` (checked
+    when the call makes its :class:`TrainSettings`)."""
+    return {setting.name: getattr(args, setting.name) for setting in fields(TrainSettings)}
+
+
+def option_table() -> str:
+    """The Markdown table of stage 2's settings: flag, keyword, default, meaning.
+
+    Examples
+    --------
+    >>> option_table().splitlines()[2].split(" | ")[:3]
+    ['| `--model`, `-m`', '`models`', '`logreg`']
+    """
+    rows = ["| option | keyword | default | what it does |", "| --- | --- | --- | --- |"]
+    for setting in fields(TrainSettings):
+        default = setting.default
+        shown = ", ".join(default) if isinstance(default, tuple) else default
+        rows.append(f"| {', '.join(f'`{flag}`' for flag in flags_of(setting))} | `{setting.name}` | "
+                    f"`{shown}` | {setting.metadata['help']} |")
+    return "\n".join(rows)

@@ -9,16 +9,17 @@ import sys
 from features.schema import AUGMENTS, FEATURE_DTYPES
 
 from . import tf_logs  # noqa: F401 - sets TensorFlow's log level before anything imports it
-from .backbones import POOLINGS, PRECISIONS, PREPROCESS_MODULES
+from .backbones import PRECISIONS, PREPROCESS_MODULES, all_poolings
 from .decoding import DECODERS
 from .images import DEFAULT_MAX_PIXELS, INTERPOLATIONS
+from .layouts import DEFAULT_LAYOUT, LAYOUTS
 from .ray_engine import DEFAULT_SHARD_SIZE
 from .sources import DATA_ENV
 
 DESCRIPTION = """\
-Turn every image of a class-per-folder dataset into one feature vector with a pretrained
-CNN (without its classifier top) and write vectors, labels, class names and image paths to
-one HDF5 file. Each immediate sub-folder of the dataset is a class.
+Turn every image of a dataset into one feature vector with a pretrained CNN (without its
+classifier top) and write vectors, labels, class names and image paths to one HDF5 file. By
+default (--layout class-per-folder) each immediate sub-folder of the dataset is a class.
 """
 
 EPILOG = f"""\
@@ -76,6 +77,14 @@ def number(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser. Its ``--layout`` and ``--pooling`` choices are those of the
+    layouts and backbone families registered when it is built.
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["--dataset", "animals"]).layout
+    'class-per-folder'
+    """
     p = argparse.ArgumentParser(
         prog="python -m extract",
         description=DESCRIPTION,
@@ -87,14 +96,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the table of backbones (input size, feature lengths, parameters, "
                         "ImageNet accuracy, whether ImageNet weights are cached) and exit")
     p.add_argument("--dataset", metavar="NAME|PATH",
-                   help="a dataset name in the data folder (e.g. animals, flowers17) or a folder path")
+                   help="a dataset name in the data folder (e.g. animals, flowers17) or a folder path; "
+                        "a manifest file's name or path for a --layout that reads files")
+    p.add_argument("--layout", default=DEFAULT_LAYOUT, choices=list(LAYOUTS),
+                   help="how the dataset is laid out: "
+                        + "; ".join(f"{name} (a {layout.reads}): {layout.description}"
+                                    for name, layout in LAYOUTS.items())
+                        + f" (default: {DEFAULT_LAYOUT})")
     p.add_argument("--data-dir", metavar="DIR",
                    help=f"folder holding datasets by name (default: ${DATA_ENV} or ./datasets)")
     p.add_argument("--output", "-o", metavar="FILE",
                    help="output HDF5 file (default: <dataset>.hdf5 in the current directory)")
+    _add_model_arguments(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output instead of resuming or extending it, even one "
+                        "made with other settings")
+    p.add_argument("--prune", action="store_true",
+                   help="remove rows of images that are no longer in the dataset (they are "
+                        "only reported without it)")
+    p.add_argument("--exclude-class", nargs="*", metavar="NAME",
+                   help="class folders to leave out, recorded in the file (default: the dataset "
+                        "registry's, e.g. Caltech-101's BACKGROUND_Google; with no NAME, none)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show TensorFlow's start-up lines (hidden by default, except unexpected ones)")
+    _add_ray_arguments(p)
+    return p
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The backbone and how images reach it: ``--backbone`` to ``--max-pixels``."""
     p.add_argument("--backbone", default="vgg16", metavar="NAME|PATH.keras",
                    help="one of the 40 keras.applications models (--list-backbones; default: vgg16), "
-                        "or a saved Keras model file with --preprocess")
+                        "a saved Keras model file with --preprocess, or a name that a registered "
+                        "backbone family claims")
     p.add_argument("--layer", nargs="+", metavar="NAME",
                    help="take features from these layers, by name (default: the last convolutional "
                         "map, e.g. VGG16's block5_pool). Layers of the top (fc1, fc2, predictions) "
@@ -105,9 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"preprocess_input the model expects ({', '.join(PREPROCESS_MODULES)})")
     p.add_argument("--weights", default="imagenet", metavar="imagenet|hed-bsds500|PATH",
                    help="weights to load (default: imagenet; see below)")
-    p.add_argument("--pooling", default="flatten", choices=POOLINGS,
+    p.add_argument("--pooling", default="flatten", choices=all_poolings(),
                    help="how the last conv map becomes a vector: flatten (7x7x512 = 25088 for "
-                        "VGG16, the published recipe), or global avg / max (default: flatten)")
+                        "VGG16, the published recipe), or global avg / max; a layer of tokens "
+                        "(transformers) also takes cls, its first token (default: flatten)")
     p.add_argument("--image-size", type=whole_number, metavar="N",
                    help="resize images to N x N (default: the backbone's, 224)")
     p.add_argument("--interpolation", default="nearest", choices=sorted(INTERPOLATIONS),
@@ -136,18 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=whole_number, metavar="N",
                    help="skip images with more than N pixels, read from the header before "
                         f"decoding (default: Pillow's decompression-bomb limit, {DEFAULT_MAX_PIXELS})")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output instead of resuming or extending it, even one "
-                        "made with other settings")
-    p.add_argument("--prune", action="store_true",
-                   help="remove rows of images that are no longer in the dataset (they are "
-                        "only reported without it)")
-    p.add_argument("--exclude-class", nargs="*", metavar="NAME",
-                   help="class folders to leave out, recorded in the file (default: the dataset "
-                        "registry's, e.g. Caltech-101's BACKGROUND_Google; with no NAME, none)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.add_argument("--verbose", "-v", action="store_true",
-                   help="show TensorFlow's start-up lines (hidden by default, except unexpected ones)")
+
+
+def _add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    """The Ray engine's group."""
     ray = p.add_argument_group(
         "Ray engine", "run on a Ray cluster (pip install -e .[ray]); every node must see the "
         "dataset and the output folder under the same paths"
@@ -169,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--merge", action="store_true",
                      help="publish one self-contained file instead of an index of virtual datasets "
                           "over the shards (which must then stay in <output>.parts beside it)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = extract_features(
-            args.dataset, data_dir=args.data_dir, output=args.output, backbone=args.backbone,
+            args.dataset, data_dir=args.data_dir, layout=args.layout, output=args.output,
+            backbone=args.backbone,
             weights=args.weights, pooling=args.pooling, layers=args.layer, preprocess=args.preprocess,
             image_size=args.image_size,
             interpolation=args.interpolation, batch_size=args.batch_size,

@@ -54,14 +54,18 @@ def check_settings(
     augment: str = "none",
     decoder: str | None = None,
     decode_workers: int | None = None,
+    layout: str = "class-per-folder",
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`extract_features` cannot run with.
 
     The one place these are checked: the command line's parser only turns text into values.
+    The backbone's settings are checked by the family that claims it
+    (:func:`extract.backbones.family_for`).
     """
-    from .backbones import check_backbone_settings, is_saved_model
+    from .backbones import check_backbone_settings
     from .decoding import DECODERS, default_decoder
     from .images import INTERPOLATIONS
+    from .layouts import layout_named
 
     for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size),
                         ("shard_size", shard_size), ("max_pixels", max_pixels), ("workers", workers),
@@ -71,12 +75,8 @@ def check_settings(
     if layers is not None and (isinstance(layers, str) or not layers
                                or not all(isinstance(layer, str) and layer for layer in layers)):
         raise SettingsError(f"layers (--layer) must be a list of layer names, got {layers!r}")
-    check_backbone_settings(backbone, weights, pooling, image_size, precision, layers)
-    if preprocess is not None and not is_saved_model(backbone):
-        raise SettingsError(
-            f"{_named('preprocess')} is for a saved model (--backbone PATH.keras); {backbone} "
-            "uses its own preprocessing"
-        )
+    check_backbone_settings(backbone, weights, pooling, image_size, precision, layers, preprocess)
+    layout_named(layout)
     if engine == "ray" and layers is not None and len(layers) > 1:
         raise SettingsError("several layers (--layer) in one pass run on the local engine; "
                             "run the Ray engine once per layer")
@@ -112,19 +112,24 @@ def requested_settings(
     """The settings that decide feature values, as far as they are known before loading the
     model (None where not known yet: the weights' SHA-256 of a file not there, a saved model's
     input size and default layer). ``run_layers`` are all the layers of the run: one of the
-    top makes the run use the weights with the top for every layer."""
-    from .backbones import BACKBONES, is_saved_model, recorded_preprocessing, weights_identity
+    top makes the run use the weights with the top for every layer. The backbone's part comes
+    from its family (:meth:`extract.backbones.BackboneFamily.planned_attrs` and
+    :meth:`~extract.backbones.BackboneFamily.weights_identity`)."""
+    from .backbones import BackboneRequest, family_for
 
-    saved = is_saved_model(backbone)
-    entry = None if saved else BACKBONES[backbone]
-    weights_id, weights_sha = weights_identity(backbone, weights, run_layers or ([layer] if layer else None))
+    family = family_for(backbone, weights)
+    planned = family.planned_attrs(BackboneRequest(backbone, weights, pooling, image_size, precision,
+                                                   (layer,) if layer else None, preprocess))
+    weights_id, weights_sha = family.weights_identity(BackboneRequest(
+        backbone, weights, pooling, image_size, precision,
+        tuple(run_layers or ([layer] if layer else ())) or None, preprocess))
     return {
-        "backbone": Path(backbone).name if saved else backbone,
-        "layer": layer or (None if saved else entry.feature_layer),
+        "backbone": planned["backbone"],
+        "layer": planned["layer"],
         "pooling": pooling,
-        "image_size": image_size or (None if saved else entry.input_size),
+        "image_size": planned["image_size"],
         "interpolation": interpolation,
-        "preprocessing": recorded_preprocessing(backbone, preprocess),
+        "preprocessing": planned["preprocessing"],
         "dtype": dtype,
         "precision": precision,
         "dataset": dataset,
@@ -146,6 +151,7 @@ def extract_features(
     dataset: str | os.PathLike,
     *,
     data_dir: str | os.PathLike | None = None,
+    layout: str = "class-per-folder",
     output: str | os.PathLike | None = None,
     backbone: str = "vgg16",
     weights: str = "imagenet",
@@ -174,7 +180,7 @@ def extract_features(
     decoder: str | None = None,
     decode_workers: int | None = None,
 ) -> ExtractSummary | dict[str, ExtractSummary]:
-    """Extract one feature vector per image of a class-per-folder dataset into an HDF5 file.
+    """Extract one feature vector per image of a dataset into an HDF5 file.
 
     The same run as ``python -m extract``, with the same settings, defaults, checks and
     engines: an existing output made with the same settings is continued (after a killed
@@ -184,19 +190,25 @@ def extract_features(
     Parameters
     ----------
     dataset : str or path
-        A dataset name in ``data_dir`` (e.g. ``"flowers17"``) or a folder path. Each immediate
-        sub-folder is a class; class folders without images are left out (and logged).
+        A dataset name in ``data_dir`` (e.g. ``"flowers17"``) or a folder path; for a
+        ``layout`` that reads files, a manifest file's name in ``data_dir`` or path. With
+        ``class-per-folder`` each immediate sub-folder is a class; class folders without
+        images are left out (and logged).
     data_dir : path, optional
         Folder holding datasets by name (default: ``$FEATUREBANK_DATA`` or ``./datasets``).
+    layout : str
+        How the dataset is laid out: a name registered with :func:`extract.register_layout`
+        (``python -m extract --help`` lists them; default ``"class-per-folder"``).
     output : path, optional
         The HDF5 file (default: ``<dataset folder name>.hdf5`` in the current directory).
     backbone, weights, pooling, image_size, interpolation, precision
         The model and how images reach it: see ``python -m extract --help``. ``precision``
         defaults to the file's own when one is continued or extended, else to what suits the
-        device (bf16 on a GPU that has it, float32 otherwise). ``backbone`` is
-        a registry name (``python -m extract --list-backbones``) or a saved model's
-        ``PATH.keras``; ``weights`` is ``"imagenet"``, ``"hed-bsds500"`` (VGG16 only) or a
-        weights file's path.
+        device (bf16 on a GPU that has it, float32 otherwise); bf16 asked for where it is not
+        native logs a warning. ``backbone`` is a registry name (``python -m extract
+        --list-backbones``), a saved model's ``PATH.keras``, or what a family registered with
+        :func:`extract.register_backbone_family` claims; ``weights`` is ``"imagenet"``,
+        ``"hed-bsds500"`` (VGG16 only), a weights file's path, or None (random).
     layers : list of str, optional
         Layers to take features from, by name (default: the backbone's last convolutional
         map). Layers of the top (``fc2``, ``predictions``) build the model with its top at
@@ -267,7 +279,7 @@ def extract_features(
         interpolation=interpolation, batch_size=batch_size, buffer_size=buffer_size, dtype=dtype,
         precision=precision, max_pixels=max_pixels, engine=engine, workers=workers,
         cpus_per_worker=cpus_per_worker, shard_size=shard_size, layers=layers, preprocess=preprocess,
-        augment=augment, decoder=decoder, decode_workers=decode_workers,
+        augment=augment, decoder=decoder, decode_workers=decode_workers, layout=layout,
     )
     from PIL import Image
 
@@ -281,7 +293,7 @@ def extract_features(
             Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             return _run(
-                os.fspath(dataset), data_dir, output, exclude_classes, overwrite, engine,
+                os.fspath(dataset), data_dir, layout, output, exclude_classes, overwrite, engine,
                 dict(backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
                      precision=precision, layers=layers, preprocess=preprocess),
                 dict(prune=prune, batch_size=batch_size, dtype=dtype, interpolation=interpolation,
@@ -303,25 +315,28 @@ def layer_outputs(output: Path, layers: Sequence[str] | None) -> list[Path]:
 
 
 def _run(
-    dataset: str, data_dir, output, exclude_classes, overwrite: bool, engine: str,
+    dataset: str, data_dir, layout: str, output, exclude_classes, overwrite: bool, engine: str,
     model: dict, options: dict, ray: dict, buffer_size: int, verbose: bool,
 ) -> ExtractSummary | dict[str, ExtractSummary]:
     """:func:`extract_features` once its settings are checked."""
     from features.lock import OutputLock, OutputLockedError
 
+    from .layouts import layout_named
     from .ray_engine import ray_available
-    from .sources import list_images, registry_exclusions, resolve_dataset
+    from .sources import dataset_name, registry_exclusions, resolve_dataset
 
-    root = resolve_dataset(dataset, data_dir)
+    layout_impl = layout_named(layout)
+    root = resolve_dataset(dataset, data_dir, reads=layout_impl.reads)
     if exclude_classes is None:
-        exclude_classes = registry_exclusions(root)
+        # The registry's exclusions are of class folders of the datasets it names.
+        exclude_classes = registry_exclusions(root) if layout_impl.reads == "folder" else []
         if exclude_classes:
             log.info(f"leaving out {', '.join(exclude_classes)}: not a class of {root.name} in the "
                      "registry (--exclude-class with no name keeps it)")
-    listing = list_images(root, exclude=list(exclude_classes))
+    listing = layout_impl.list_images(root, exclude=list(exclude_classes))
     if listing.empty_classes:
         log.warning(f"warning: class folders without images, left out: {', '.join(listing.empty_classes)}")
-    name = Path(os.path.abspath(root)).name  # "." names the folder; links keep their own name
+    name = dataset_name(root)
     output = Path(output) if output is not None else Path(f"{name}.hdf5")
     if not output.parent.is_dir():
         raise ExtractError(f"{output}: its folder {output.parent} does not exist")
@@ -365,7 +380,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
     from features import FeatureFile, FeatureFileError
     from features.writer import remove_stale
 
-    from .backbones import needs_top
+    from .backbones import family_for
     from .pipeline import finish_existing
     from .plan import plan_work, settings_changes
     from .ray_engine import adopt_unpublished
@@ -418,8 +433,9 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
     if work:
         run_options = dict(options, dataset=name)
         # Only the layers whose files need work; with the top if any layer of the run needs it.
-        chosen = dict(model, layers=[layers[k] for k in work] if model["layers"] else None,
-                      top=any(needs_top(model["backbone"], [layer]) for layer in layers if layer))
+        family = family_for(model["backbone"], model["weights"])
+        top = family.needs_top(_request(model, [layer for layer in layers if layer]))
+        chosen = dict(model, layers=[layers[k] for k in work] if model["layers"] else None, top=top)
         targets = [(outputs[k], plans[k]) for k in work]
         found = [existing[k] for k in work]
         if ray_engine:
@@ -429,6 +445,14 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
         for k, summary in zip(work, done, strict=True):
             summaries[k] = summary
     return summaries
+
+
+def _request(model: dict, layers: Sequence[str] | None = None):
+    """The :class:`extract.backbones.BackboneRequest` of a run's model settings."""
+    from .backbones import BackboneRequest
+
+    return BackboneRequest(model["backbone"], model["weights"], model["pooling"], model["image_size"],
+                           model["precision"], tuple(layers) if layers else None, model["preprocess"])
 
 
 def model_settings(model: dict) -> dict:
@@ -456,7 +480,8 @@ def _same_weights(existing, output: Path, facts: dict) -> str | None:
 def _extract_here(listing, targets, existing, model, options, buffer_size, verbose):
     """The local engine's part of a run: load the backbone, check it against the files, extract
     every layer in one pass."""
-    from .backbones import cpu_has_bf16, device_defaults, gpu_present, load_backbone
+    from .backbones import load_backbone
+    from .devices import device_defaults, warn_if_bf16_is_slow
     from .pipeline import backbone_facts, extract_layers
     from .tf_logs import start_keras
 
@@ -464,6 +489,7 @@ def _extract_here(listing, targets, existing, model, options, buffer_size, verbo
     batch_size, precision = device_defaults()
     model = dict(model, precision=model["precision"] or _recorded_precision(existing, precision))
     options = dict(options, batch_size=options["batch_size"] or batch_size)
+    warn_if_bf16_is_slow(model["precision"], log)
     loaded = load_backbone(model["backbone"], model["weights"], model["pooling"], model["image_size"],
                            model["precision"], layers=model["layers"], preprocess=model["preprocess"],
                            top=model["top"])
@@ -472,8 +498,6 @@ def _extract_here(listing, targets, existing, model, options, buffer_size, verbo
         _describe(model, facts)
         if message := _same_weights(found, output, facts):
             raise ExtractError(message)
-    if model["precision"] == "bf16" and not cpu_has_bf16() and not gpu_present():
-        log.warning("warning: this CPU has no bfloat16 instructions; bf16 will be slower than float32")
     return extract_layers(listing, loaded, targets, buffer_size=buffer_size, **options)
 
 
@@ -491,7 +515,7 @@ def _extract_on_ray(listing, output, plan, existing, model, options, ray_setting
     """The Ray engine's part of a run: join or start Ray, extract, stop what it started."""
     import ray
 
-    from .backbones import CPU_BATCH_SIZE
+    from .devices import CPU_BATCH_SIZE
     from .ray_engine import RayOptions, connect, ray_extract
 
     ray_options = RayOptions(**ray_settings)

@@ -10,6 +10,10 @@ class ExtractError(Exception):
     """
 
 
+class DatasetError(ExtractError):
+    """A dataset that cannot be found or listed; the message is one line for the user."""
+
+
 class SettingsError(ExtractError, ValueError):
     """Settings that make no sense (alone or together); ``python -m extract`` exits with 2."""
 

@@ -28,8 +28,9 @@ import features
 from features import FeatureWriter, schema
 from features.background import BackgroundWriter
 
-from .backbones import LoadedBackbone, Running, fixed_shape_helps
+from .backbones import LoadedBackbone, Running, standard_provenance
 from .decoding import DecodedBatch, decoded_batches
+from .devices import fixed_shape_helps
 from .plan import Plan, plan_work
 from .sources import ImageListing
 
@@ -88,26 +89,17 @@ class ExtractSummary:
 
 def backbone_facts(loaded: LoadedBackbone, index: int = 0) -> dict:
     """What a loaded backbone contributes to the provenance of the feature file of its
-    ``index``-th layer, plus ``dim``: plain values, so that a Ray worker can send them to the
-    driver."""
+    ``index``-th layer (what its family records, :meth:`extract.backbones.BackboneFamily.provenance`,
+    and the Keras backend), plus ``dim``: plain values, so that a Ray worker can send them to
+    the driver."""
     import importlib.metadata
 
     import keras
 
     backend = keras.backend.backend()  # tensorflow by default; KERAS_BACKEND=jax works too
+    family = loaded.family
     return {
-        "backbone": loaded.backbone.name,
-        "layer": loaded.layers[index],
-        "weights": loaded.weights,
-        "weights_sha256": loaded.weights_sha256,
-        # Where the weights file was read, so that predict finds it while it stays there.
-        "weights_path": loaded.weights_path,
-        # Built with its top: predict rebuilds it so, whatever the layer (same weights file).
-        "with_top": loaded.with_top,
-        "pooling": loaded.pooling,
-        "image_size": loaded.image_size,
-        "preprocessing": loaded.backbone.preprocessing,
-        "precision": loaded.precision,
+        **(family.provenance(loaded, index) if family is not None else standard_provenance(loaded, index)),
         "keras_version": keras.__version__,
         "keras_backend": backend,
         f"{backend}_version": importlib.metadata.version(backend),
@@ -188,7 +180,7 @@ def extract_layers(
     Images are decoded by ``decode_workers`` processes or threads (``decoder``, see
     :func:`extract.decoding.decoded_batches`) a few batches ahead, and rows are committed by
     a :class:`features.background.BackgroundWriter` while the next batch runs. With
-    ``fixed_shape`` (default: :func:`extract.backbones.fixed_shape_helps`) the last, smaller
+    ``fixed_shape`` (default: :func:`extract.devices.fixed_shape_helps`) the last, smaller
     batch runs padded to ``batch_size``.
     """
     started = time.perf_counter()

@@ -1,31 +1,41 @@
-"""Where images come from: the dataset registry, the data folder, and class-per-folder listing."""
+"""Where images come from: the dataset registry and the data folder.
+
+How a dataset is laid out (one folder per class, a manifest, ...) is a layout's business
+(:mod:`extract.layouts`); what a listing holds is :class:`extract.listing.ImageListing`,
+importable from here too.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .errors import DatasetError
+from .layouts.class_per_folder import list_class_folders
+from .listing import IMAGE_EXTENSIONS, ImageListing
 
-from .errors import ExtractError
+__all__ = [
+    "DATASETS_DIR",
+    "DATA_ENV",
+    "IMAGE_EXTENSIONS",
+    "REGISTRY_PATH",
+    "DatasetError",
+    "ImageListing",
+    "dataset_name",
+    "default_data_dir",
+    "list_images",
+    "load_registry",
+    "registry_exclusions",
+    "resolve_dataset",
+]
 
 #: The project's data folder; its ``registry.json`` lists the known datasets.
 DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
 REGISTRY_PATH = DATASETS_DIR / "registry.json"
 DATA_ENV = "FEATUREBANK_DATA"
-
-#: Extensions read as images (lower case). Other files are not images of any class.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
-
-
-class DatasetError(ExtractError):
-    """A dataset that cannot be found or listed; the message is one line for the user."""
 
 
 def load_registry() -> dict[str, dict[str, Any]]:
@@ -39,18 +49,29 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or "datasets")
 
 
-def resolve_dataset(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder of a dataset given by name (looked up in ``data_dir``) or by path.
+def resolve_dataset(dataset: str, data_dir: str | os.PathLike | None = None, reads: str = "folder") -> Path:
+    """The folder (or, for a layout that ``reads`` a ``"file"``, the manifest file) of a
+    dataset given by name (looked up in ``data_dir``) or by path.
 
     Raises :class:`DatasetError` with where to get a known dataset that is not there.
+
+    Examples
+    --------
+    >>> resolve_dataset("flowers17", "../shared/datasets")  # doctest: +SKIP
+    PosixPath('../shared/datasets/flowers17')
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    found = Path.is_file if reads == "file" else Path.is_dir
     by_name = data_dir / dataset
-    if by_name.is_dir():
+    if found(by_name):
         return by_name
     as_path = Path(dataset).expanduser()
-    if as_path.is_dir():
+    if found(as_path):
         return as_path
+    if reads == "file":
+        what = "a folder, not a file" if as_path.is_dir() or by_name.is_dir() else "no such file"
+        raise DatasetError(f"{dataset}: {what}; this --layout reads a manifest file, by name in "
+                           f"{data_dir}/ or as a path")
     registry = load_registry()
     if dataset in registry:
         entry = registry[dataset]
@@ -69,44 +90,22 @@ def resolve_dataset(dataset: str, data_dir: str | os.PathLike | None = None) -> 
     )
 
 
-@dataclass
-class ImageListing:
-    """The images of a class-per-folder dataset, in a fixed order.
+def dataset_name(source: str | os.PathLike) -> str:
+    """The name a feature file records for the dataset at ``source``: a folder's own name
+    (``"."`` names the folder; links keep their own name), a manifest's without its suffix.
 
-    Attributes
-    ----------
-    root : Path
-        The dataset folder.
-    class_names : list of str
-        Sorted names of the class folders; a label is an index into them.
-    paths : list of str
-        Image paths relative to ``root`` (POSIX separators), sorted by class then path.
-    labels : ndarray of int32
-        The class of each path.
-    ignored : list of str
-        Files that are not images of any class: files in the root itself, and files in a
-        class folder whose extension is not an image extension.
-    empty_classes : list of str
-        Class folders without a single image: left out of ``class_names``, since a class
-        with no rows can be neither trained nor scored.
-    excluded_classes : list of str
-        Class folders left out because they were asked to be (``exclude``).
+    Examples
+    --------
+    >>> dataset_name("datasets/flowers17"), dataset_name("lists/train.csv")  # doctest: +SKIP
+    ('flowers17', 'train')
     """
-
-    root: Path
-    class_names: list[str]
-    paths: list[str]
-    labels: np.ndarray
-    ignored: list[str] = field(default_factory=list)
-    empty_classes: list[str] = field(default_factory=list)
-    excluded_classes: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.paths)
+    path = Path(os.path.abspath(source))
+    return path.stem if path.is_file() else path.name
 
 
 def list_images(root: str | os.PathLike, exclude: Sequence[str] = ()) -> ImageListing:
-    """List a class-per-folder dataset: each immediate sub-folder of ``root`` is a class.
+    """List a class-per-folder dataset: each immediate sub-folder of ``root`` is a class (the
+    ``class-per-folder`` layout, :mod:`extract.layouts.class_per_folder`).
 
     Images may sit at any depth inside their class folder. Hidden files and folders (names
     starting with ``.``) are left out; other files are listed as ``ignored``. The class
@@ -119,56 +118,7 @@ def list_images(root: str | os.PathLike, exclude: Sequence[str] = ()) -> ImageLi
     >>> len(listing.class_names), len(listing)
     (101, 8677)
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    all_class_dirs = [p for p in entries if p.is_dir()]
-    ignored = [p.name for p in entries if not p.is_dir()]
-    if not all_class_dirs:
-        raise DatasetError(
-            f"{root}: no class folders (expected one sub-folder of images per class)"
-        )
-    unknown = sorted(set(exclude) - {p.name for p in all_class_dirs})
-    if unknown:
-        raise DatasetError(
-            f"{root}: no class folder {', '.join(map(repr, unknown))} to exclude "
-            f"(its classes: {', '.join(p.name for p in all_class_dirs[:20])}"
-            f"{', ...' if len(all_class_dirs) > 20 else ''})"
-        )
-    class_dirs = [p for p in all_class_dirs if p.name not in set(exclude)]
-    paths: list[str] = []
-    labels: list[int] = []
-    class_names: list[str] = []
-    empty: list[str] = []
-    for class_dir in class_dirs:
-        label, before = len(class_names), len(paths)
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if filename.startswith("."):
-                    continue
-                rel = (Path(dirpath) / filename).relative_to(root).as_posix()
-                if Path(filename).suffix.lower() in IMAGE_EXTENSIONS:
-                    paths.append(rel)
-                    labels.append(label)
-                else:
-                    ignored.append(rel)
-        if len(paths) > before:
-            class_names.append(class_dir.name)
-        else:
-            empty.append(class_dir.name)
-    if not paths:
-        raise DatasetError(f"{root}: no images in its {len(class_dirs)} class folders")
-    return ImageListing(
-        root=root,
-        class_names=class_names,
-        paths=paths,
-        labels=np.asarray(labels, dtype=np.int32),
-        ignored=ignored,
-        empty_classes=empty,
-        excluded_classes=sorted(set(exclude)),
-    )
+    return list_class_folders(root, exclude)
 
 
 def registry_exclusions(root: str | os.PathLike) -> list[str]:

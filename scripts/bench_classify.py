@@ -4,7 +4,7 @@ Runs ``run_search`` for ``--model logreg`` twice on the same rows and split, eac
 process so that each peak memory (``ru_maxrss``) is its own: ``before``, today's
 ``GridSearchCV`` on the PCA coordinates of the training rows (``c_path=False``), and
 ``after``, the warm-started regularisation paths on their Gram matrix (``c_path=True``,
-:mod:`classify.path`). Prints each one's search seconds, peak memory (the matrix included;
+:mod:`classify.search.regpath`). Prints each one's search seconds, peak memory (the matrix included;
 ``ru_maxrss`` of the process, so the memory of ``before``'s joblib workers is not counted: its
 figure is a lower bound), chosen ``C`` and test accuracy, and whether the test predictions are
 identical.
@@ -163,14 +163,15 @@ def load(source: str) -> tuple[np.ndarray, np.ndarray]:
 
 def worker(source: str, variant: str, predictions: str) -> None:
     """One search in this process; one JSON line of its figures on stdout."""
-    from classify.models import MODELS
-    from classify.search import run_search, stratified_split
+    from classify.classifiers import CLASSIFIERS
+    from classify.search.grid import run_search
+    from classify.search.split import stratified_split
 
     X, y = load(source)
     train, test = stratified_split(y, 0.25, 42)
-    spec = MODELS["logreg"]
+    spec = CLASSIFIERS["logreg"]
     result = run_search("logreg", spec.make(42, None), spec.grid, X, y, train, test, jobs=-1,
-                        row_space=spec.row_space, select=spec.select, c_path=variant == "after")
+                        row_space=spec.linear_l2, select=spec.select, c_path=variant == "after")
     np.save(predictions, result.test_pred)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     print(json.dumps({
@@ -191,7 +192,7 @@ def recipe(source: str, models: list[str]) -> None:
     """The published recipe's search and ``python -m classify`` on a feature file."""
     from plain_recipe import plain_recipe
 
-    from classify.search import stratified_split
+    from classify.search.split import stratified_split
 
     def classify(model: str) -> dict:
         with tempfile.TemporaryDirectory() as tmp:

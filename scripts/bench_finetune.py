@@ -72,8 +72,8 @@ def main() -> int:
     start_keras()
     import keras
 
-    from classify.finetune import top_of_backbone
-    from classify.head import build_head
+    from classify.classifiers.finetune import top_of_backbone
+    from classify.classifiers.head import build_head
     from extract import load_backbone
     from extract.backbones import _layer_output
 

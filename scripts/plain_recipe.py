@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-from classify.search import stratified_split
+from classify.search.split import stratified_split
 from features import FeatureFile
 
 GRID = {"C": [1e-4, 1e-3, 1e-2, 0.1, 1]}

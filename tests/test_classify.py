@@ -11,7 +11,7 @@ import pytest
 from conftest import run_module
 from sklearn.metrics import classification_report
 
-from classify.search import SplitError, stratified_split
+from classify.search.split import SplitError, stratified_split
 from features import FeatureWriter
 
 
@@ -70,14 +70,14 @@ def test_split_of_an_unfinished_file_leaves_out_the_classes_not_reached_yet():
 
 
 def test_search_error_names_the_class_with_too_few_training_rows():
-    from classify.models import MODELS
-    from classify.search import run_search
+    from classify.classifiers import CLASSIFIERS
+    from classify.search.grid import run_search
 
     y = np.array([0] * 6 + [1] * 6 + [2] * 2)
     X = np.random.default_rng(0).normal(size=(len(y), 3))
     train, test = np.arange(13), np.array([13])  # 'cow' keeps 1 training row
     with pytest.raises(SplitError) as caught:
-        run_search("logreg", MODELS["logreg"].make(0, None), {"C": [1.0]}, X, y, train, test,
+        run_search("logreg", CLASSIFIERS["logreg"].make(0, None), {"C": [1.0]}, X, y, train, test,
                    label_names=["ant", "bee", "cow"])
     assert str(caught.value) == (
         "class 'cow' has fewer than 2 training rows; cross-validation needs 2 per class"
@@ -215,8 +215,8 @@ def test_row_space_search_has_the_raw_features_optimum():
     when there are more features than rows: same decision function, on unseen rows too."""
     from sklearn.linear_model import LogisticRegression
 
-    from classify.models import MODELS
-    from classify.search import run_search
+    from classify.classifiers import CLASSIFIERS
+    from classify.search.grid import run_search
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(90, 400))  # float64: in float32 the solvers stop at float32 precision
@@ -224,7 +224,7 @@ def test_row_space_search_has_the_raw_features_optimum():
     X[:, :5] += 1.5 * y[:, None]  # a signal in a few of many dimensions
     train, test = stratified_split(y, 0.25, 0)
     # Both solved to a tight tolerance, so what is compared is the optimum, not the stopping point.
-    estimator = MODELS["logreg"].make(0, None).set_params(tol=1e-9, max_iter=10_000)
+    estimator = CLASSIFIERS["logreg"].make(0, None).set_params(tol=1e-9, max_iter=10_000)
     result = run_search("logreg", estimator, {"C": [0.05]}, X, y, train, test, row_space=True)
     assert result.dim <= len(train) < X.shape[1] and type(result.estimator).__name__ == "Pipeline"
     raw = LogisticRegression(C=0.05, tol=1e-9, max_iter=10_000).fit(X[train], y[train])

@@ -341,7 +341,7 @@ def test_import_stays_light():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert set(classify.__all__) >= {"train_and_evaluate", "ModelResult", "compare", "predict",
-                                     "ClassifyError", "SettingsError", "MODELS"}
+                                     "ClassifyError", "SettingsError", "CLASSIFIERS"}
     for name in classify.__all__:
         obj = getattr(classify, name)
         if callable(obj) and not isinstance(obj, type):
@@ -349,27 +349,22 @@ def test_import_stays_light():
 
 
 def test_docstring_examples_run():
+    """Every module of classify (but the command line's) runs its docstring examples."""
     import doctest
+    import importlib
+    import pkgutil
 
-    from classify import (
-        comparison,
-        errors,
-        export,
-        finetune,
-        head,
-        model_files,
-        plots,
-        prediction,
-        report,
-        results,
-        search,
-        settings,
-    )
+    import classify
 
-    for module in (comparison, errors, export, finetune, head, model_files, plots, prediction,
-                   report, results, search, settings):
+    attempted = 0
+    for info in pkgutil.walk_packages(classify.__path__, "classify."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
         outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-        assert outcome.failed == 0 and outcome.attempted > 0, module.__name__
+        assert outcome.failed == 0, module.__name__
+        attempted += outcome.attempted
+    assert attempted > 50
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +380,8 @@ def small_model(flowers17, tmp_path_factory):
     return data, model
 
 
+@pytest.mark.slow  # small_model: an extraction and a search, each over 10 s on 2 cores
+@pytest.mark.needs_shared
 def test_predict_is_the_cli_csv_and_progress_false_prints_no_bar(small_model, tmp_path, capfd):
     data, model = small_model
     bad = tmp_path / "bad.jpg"
@@ -403,13 +400,15 @@ def test_predict_is_the_cli_csv_and_progress_false_prints_no_bar(small_model, tm
     out = tmp_path / "p.csv"
     done = run_module("classify", "predict", "--model", model, data, bad, "--output", out, "-q")
     assert done.returncode == 0, done.stderr
-    from classify.prediction import write_csv
+    from classify.inference.predict import write_csv
 
     with open(tmp_path / "lib.csv", "w", newline="") as f:
         write_csv(predictions, f)
     assert (tmp_path / "lib.csv").read_text() == out.read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_predict_errors_are_the_cli_errors(small_model, tmp_path):
     data, model = small_model
     with pytest.raises(PredictError) as caught:

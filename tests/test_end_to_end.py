@@ -6,10 +6,13 @@ import json
 
 import h5py
 import numpy as np
-from conftest import make_subset, run_module
+import pytest
+from conftest import assert_same_features, make_subset, run_module
 
 from extract.backbones import hed_weights_path, sha256_file
 from features import FeatureFile
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_shared]
 
 # VGG16 conv layers per block; HED's weights file names them conv2d, conv2d_1, ... per block.
 VGG16_BLOCKS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
@@ -57,7 +60,7 @@ def test_hed_vgg16_features_equal_plain_keras(flowers17, tmp_path):
 
     expected = reference_vgg16_hed_features([flowers17 / p for p in paths])
     assert expected.shape == ours.shape and (expected > 0).mean() > 0.05  # real, non-trivial maps
-    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * float(expected.max()))
+    assert_same_features(ours, expected)  # float32 along another path (other batches, another graph)
 
 
 def test_mobilenetv2_features_classify_well(flowers17, mobilenetv2_notop, tmp_path):
@@ -94,7 +97,9 @@ def test_bf16_features_are_float32_features_to_bfloat16_precision(flowers17, tmp
         x32, x16 = a.load_features(), b.load_features()
     assert x16.dtype == np.float32 and x16.shape == x32.shape
     assert not np.array_equal(x16, x32)  # really computed in another precision
-    # bfloat16 keeps 8 bits of mantissa: per image, the error is a few percent of the norm.
+    # bfloat16 keeps 8 bits of mantissa (unit roundoff 2⁻⁹): rounding each layer's inputs and
+    # weights moves its outputs by about 2⁻⁸ of their norm, √13-fold over VGG16's 13 layers:
+    # some 1.4% of the norm per image; 5% bounds it.
     rel = np.linalg.norm(x16 - x32, axis=1) / np.linalg.norm(x32, axis=1)
     assert rel.max() < 0.05, rel
     # The file is bf16 features: a float32 run into it is refused; a run that names no

@@ -5,27 +5,34 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_subset
+from conftest import (
+    MNV2_CLASSES,
+    U32,
+    assert_same_classes,
+    assert_same_features,
+    features_atol,
+    make_subset,
+    recomputed_moves,
+)
 
 from classify import SettingsError
-from classify.finetune import stored_maps, top_of_backbone
+from classify.classifiers.finetune import stored_maps, top_of_backbone
 from features import FeatureFile
 
-CLASSES = ["crocus", "daisy", "sunflower"]
+CLASSES = MNV2_CLASSES
 LAYER = "block_15_add"  # MobileNetV2: the last two blocks (16 and the 1x1 conv) lie above it
 
 
-def test_one_step_from_stored_maps_is_the_step_through_the_network(flowers17, mobilenetv2_notop, tmp_path):
+@pytest.mark.slow
+@pytest.mark.needs_shared
+def test_one_step_from_stored_maps_is_the_step_through_the_network(mnv2_flowers, mobilenetv2_notop):
     import keras
 
-    from extract import extract_features, load_backbone
+    from extract import load_backbone
     from extract.images import load_image
 
-    data = make_subset(flowers17, tmp_path / "f17", CLASSES, per_class=4)
-    features = tmp_path / "maps.hdf5"
-    extract_features(data, output=features, backbone="mobilenetv2", weights=mobilenetv2_notop,
-                     pooling="flatten", image_size=96, layers=[LAYER], progress=False)
-    with FeatureFile(features) as ff:
+    data = mnv2_flowers["data"]
+    with FeatureFile(mnv2_flowers["maps"]) as ff:  # LAYER's maps, flattened
         rows, y, paths = ff.load_features(), ff.labels, ff.paths
     images = np.stack([load_image(data / p, (96, 96), "nearest") for p in paths])
 
@@ -48,6 +55,10 @@ def test_one_step_from_stored_maps_is_the_step_through_the_network(flowers17, mo
     images_in = keras.Input((96, 96, 3))
     model_b = keras.Model(images_in, head_on(top_b)(bottom(images_in)))
     assert [w.shape for w in model_a.trainable_weights] == [w.shape for w in model_b.trainable_weights]
+    pixels = b.backbone.preprocess_input(images.astype(np.float32))
+    # The frozen layers below, as the training step calls them, give the stored maps (float32
+    # along another path).
+    assert_same_features(np.asarray(bottom(pixels, training=True)), maps)
 
     def trained_part(model, top):  # the top block's weights and the head's
         return top.get_weights() + model.layers[-1].get_weights()
@@ -55,19 +66,31 @@ def test_one_step_from_stored_maps_is_the_step_through_the_network(flowers17, mo
     def part_of_b():
         return top_b.get_weights() + model_b.layers[-1].layers[-1].get_weights()
 
+    def step(model, inputs):
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss="sparse_categorical_crossentropy")
+        model.train_on_batch(inputs, y)
+
     for wa, wb in zip(trained_part(model_a, top_a), part_of_b(), strict=True):
         np.testing.assert_array_equal(wa, wb)
     before = trained_part(model_a, top_a)
-    for model in (model_a, model_b):
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss="sparse_categorical_crossentropy")
-    model_a.train_on_batch(maps, y)
-    model_b.train_on_batch(b.backbone.preprocess_input(images.astype(np.float32)), y)
+    step(model_a, maps)
+    step(model_b, pixels)
     after = trained_part(model_a, top_a)
     moved = [np.abs(new - old).max() for new, old in zip(after[:len(top_a.weights)], before, strict=False)]
     assert max(moved) > 1e-4  # the step changed the top block, not only the head
-    for wa, wb in zip(after, part_of_b(), strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+    # The same step from maps shifted as far as the two paths' maps may differ (every value,
+    # either way): how far such differences carry into the weights.
+    n_top = len(top_a.get_weights())
+    top_a.set_weights(before[:n_top])
+    model_a.layers[-1].set_weights(before[n_top:])
+    shift = features_atol(maps) * np.random.default_rng(1).choice([-1.0, 1.0], maps.shape)
+    step(model_a, (maps + shift).astype(np.float32))
+    for wa, wb, wc in zip(after, part_of_b(), trained_part(model_a, top_a), strict=True):
+        # The images' maps lie within that shift, mostly far inside it: 4x what it moved covers
+        # them; float32 rounding of the weights themselves besides.
+        bound = 4 * np.max(np.abs(wa - wc)) + 4 * U32 * np.max(np.abs(wa))
+        assert np.max(np.abs(wa - wb)) <= bound, (wa.shape, np.max(np.abs(wa - wb)), bound)
 
 
 def test_a_layer_inside_a_residual_block_is_refused_in_one_line():
@@ -84,17 +107,13 @@ def test_rows_that_are_not_maps_are_refused():
 
 
 @pytest.fixture(scope="module")
-def maps_file(flowers17, mobilenetv2_notop, tmp_path_factory):
-    from extract import extract_features
-
-    tmp = tmp_path_factory.mktemp("finetune")
-    data = make_subset(flowers17, tmp / "f17", CLASSES, per_class=10)
-    features = tmp / "maps.hdf5"
-    extract_features(data, output=features, backbone="mobilenetv2", weights=mobilenetv2_notop,
-                     pooling="flatten", image_size=96, layers=[LAYER], progress=False)
-    return data, features
+def maps_file(mnv2_flowers):
+    """The session's LAYER maps of 10 images of 3 flower classes at 96 pixels, and the images."""
+    return mnv2_flowers["data"], mnv2_flowers["maps"]
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_finetune_trains_saves_predicts_and_exports(maps_file, tmp_path):
     import json
     import subprocess
@@ -115,9 +134,17 @@ def test_finetune_trains_saves_predicts_and_exports(maps_file, tmp_path):
     assert saved.suffix == ".keras"
     with FeatureFile(features) as ff:
         rows, paths = ff.load_features(), ff.paths
-    expected = tuned.predict(rows)
     by_path = {p.path: p for p in predict(saved, data, top=3, progress=False)}
-    assert [by_path[str(data / p)].predicted for p in paths] == [CLASSES[label] for label in expected]
+    # predict computes the maps again, and so the top block's pooled output, which feeds the
+    # head: the stored rows' classes and probabilities, to what float32 allows.
+    import keras
+
+    top, head = (layer for layer in tuned.model_.layers if isinstance(layer, keras.Model))
+    pooled = np.asarray(top(stored_maps(rows, top.input_shape[1:])))
+    proba = tuned.predict_proba(rows)
+    moves = recomputed_moves(head, pooled, proba)
+    assert_same_classes([CLASSES.index(by_path[str(data / p)].predicted) for p in paths], proba, moves,
+                        tuned.classes_)
 
     out = tmp_path / "ft_export.keras"
     assert export_model(saved, out).classes == CLASSES
@@ -130,9 +157,13 @@ def test_finetune_trains_saves_predicts_and_exports(maps_file, tmp_path):
     assert json.loads((tmp_path / "classes.json").read_text()) == CLASSES
     got = np.load(tmp_path / "u8.npy")
     want = np.array([[dict(by_path[str(data / p)].top)[c] for c in CLASSES] for p in paths])
-    np.testing.assert_allclose(got, want, atol=2e-5)
+    # predict's and the exported network's pooled features: each within features_atol of the
+    # exact ones, as the stored rows' are.
+    assert np.all(np.abs(got - want) <= recomputed_moves(head, pooled, want))
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_finetune_refuses_files_without_maps_above_in_one_line(flowers17, mobilenetv2_notop, tmp_path):
     from classify import ClassifyError, train_and_evaluate
     from extract import extract_features
@@ -152,6 +183,8 @@ def test_finetune_refuses_files_without_maps_above_in_one_line(flowers17, mobile
     assert str(caught.value).startswith(f"{inside}: layer 'block_15_project_BN' of mobilenetv2 is inside")
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_bf16_fine_tunes_the_top_in_bfloat16_and_the_head_in_float32(maps_file, tmp_path):
     from classify import SettingsError as Refused
     from classify import predict, train_and_evaluate

@@ -19,9 +19,10 @@ from conftest import run_module
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from classify import train_and_evaluate
-from classify.head import _validation_split
-from classify.models import MODELS
-from classify.search import run_search, stratified_split
+from classify.classifiers import CLASSIFIERS
+from classify.classifiers.head import _validation_split
+from classify.search.grid import run_search
+from classify.search.split import stratified_split
 from features import FeatureFile, FeatureFileError, FeatureWriter
 
 SIZE = 32
@@ -54,10 +55,11 @@ def random_images(seed: int, per_class: int = 6, symmetric: bool = False) -> dic
     return out
 
 
-def extract(data: Path, out: Path, weights: Path, *extra) -> None:
-    done = run_module("extract", "--dataset", data, "-o", out, "--backbone", "mobilenetv2",
-                      "--weights", weights, "--image-size", SIZE, "--batch-size", 4, "-q", *extra)
-    assert done.returncode == 0, done.stderr
+def extract(data: Path, out: Path, weights: Path, **settings) -> None:
+    from extract import extract_features
+
+    extract_features(data, output=out, backbone="mobilenetv2", weights=weights, image_size=SIZE,
+                     batch_size=4, progress=False, **settings)
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -120,11 +122,13 @@ def test_a_file_without_mirrors_says_how_to_get_them(tmp_path):
 # -- extraction --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_mirror_features_are_the_features_of_the_mirrored_images(mobilenetv2_notop, tmp_path):
     images = random_images(0, per_class=3)
     data = write_images(tmp_path / "images", images)
     flipped = write_images(tmp_path / "flipped", {k: [a[:, ::-1] for a in v] for k, v in images.items()})
-    extract(data, tmp_path / "aug.hdf5", mobilenetv2_notop, "--augment", "flip", "--buffer-size", "4")
+    extract(data, tmp_path / "aug.hdf5", mobilenetv2_notop, augment="flip", buffer_size=4)
     extract(flipped, tmp_path / "flipped.hdf5", mobilenetv2_notop)
     with FeatureFile(tmp_path / "aug.hdf5") as a, FeatureFile(tmp_path / "flipped.hdf5") as b:
         assert a.paths == b.paths and a.attrs["augment"] == "flip" and b.attrs["augment"] == "none"
@@ -143,11 +147,13 @@ def symmetric(mobilenetv2_notop, tmp_path_factory) -> dict[str, Path]:
     the last one, in one pass."""
     tmp = tmp_path_factory.mktemp("symmetric")
     data = write_images(tmp / "images", random_images(1, per_class=8, symmetric=True))
-    extract(data, tmp / "sym.hdf5", mobilenetv2_notop, "--augment", "flip", "--pooling", "flatten",
-            "--layer", "block_15_add", "out_relu")
+    extract(data, tmp / "sym.hdf5", mobilenetv2_notop, augment="flip", pooling="flatten",
+            layers=["block_15_add", "out_relu"])
     return {"maps": tmp / "sym.block_15_add.hdf5", "last": tmp / "sym.out_relu.hdf5"}
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_symmetric_images_have_mirror_features_equal_to_their_own(symmetric):
     for path in symmetric.values():
         with FeatureFile(path) as ff:
@@ -164,9 +170,11 @@ QUICK = {
 }
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.slow
+@pytest.mark.needs_shared
+@pytest.mark.parametrize("model", list(CLASSIFIERS))
 def test_every_model_takes_mirrors_and_tta_is_a_no_op_on_symmetric_images(symmetric, model, tmp_path):
-    features = symmetric["maps" if MODELS[model].needs_extraction else "last"]
+    features = symmetric["maps" if CLASSIFIERS[model].trains_backbone else "last"]
     grid = QUICK.get(model)  # a new registry entry runs its own grid
     plain = train_and_evaluate(features, model, grid=grid, folds=2)[model]
     tta = train_and_evaluate(features, model, grid=grid, folds=2, tta=True)[model]
@@ -188,7 +196,7 @@ def test_every_model_takes_mirrors_and_tta_is_a_no_op_on_symmetric_images(symmet
 
 
 def test_train_and_evaluate_searches_with_the_files_mirror_rows(tmp_path, monkeypatch):
-    import classify.search
+    import classify.search.grid
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(24, 5)).astype(np.float32)
@@ -196,32 +204,34 @@ def test_train_and_evaluate_searches_with_the_files_mirror_rows(tmp_path, monkey
     with FeatureWriter(out, dim=5, label_names=["x", "y"], attrs={}, mirrors=True) as w:
         w.add(X, np.arange(24) % 2, [f"{i}.png" for i in range(24)], mirror=X[:, ::-1] * 2)
     seen = {}
-    original = classify.search.run_search
+    original = classify.search.grid.run_search
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(classify.search, "run_search", spy)
+    monkeypatch.setattr(classify.search.grid, "run_search", spy)
     train_and_evaluate(out, "logreg", grid={"C": [1.0]}, augment=True, tta=True)
     np.testing.assert_array_equal(seen["mirror"], X[:, ::-1] * 2)
     assert seen["augment"] is True and seen["tta"] is True
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 @pytest.mark.parametrize("model", ["head", "finetune"])
 def test_keras_models_are_told_which_rows_are_mirrors(symmetric, model, monkeypatch):
-    import classify.head
+    import classify.classifiers.head
 
     calls = []
-    original = classify.head._validation_split
+    original = classify.classifiers.head._validation_split
 
     def recorder(y, fraction, seed, image_ids=None, mirrored=None):
         if mirrored is not None:  # (it calls itself on the images alone)
             calls.append((np.asarray(image_ids), np.asarray(mirrored)))
         return original(y, fraction, seed, image_ids, mirrored)
 
-    monkeypatch.setattr(classify.head, "_validation_split", recorder)
-    features = symmetric["maps" if MODELS[model].needs_extraction else "last"]
+    monkeypatch.setattr(classify.classifiers.head, "_validation_split", recorder)
+    features = symmetric["maps" if CLASSIFIERS[model].trains_backbone else "last"]
     result = train_and_evaluate(features, model, grid=QUICK[model], folds=2, augment=True)[model]
     assert len(calls) == 3  # two folds and the final fit
     image_ids, mirrored = calls[-1]

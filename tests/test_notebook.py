@@ -20,6 +20,8 @@ def _outputs(cell) -> str:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_quickstart_notebook_runs_in_a_kernel(monkeypatch):
     _need(SHARED / "datasets" / "flowers17")
     _need(MOBILENETV2_NOTOP)

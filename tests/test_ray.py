@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, make_subset, run_module
+from conftest import REPO, assert_same_features, make_subset, run_module
 
 from extract.ray_engine import cut_shards, shard_nodes, worker_error
 from features import FeatureFile
@@ -83,7 +83,7 @@ def assert_same_file(ray_out: Path, local_out: Path, side: int = 2) -> None:
     assert a["label_names"] == b["label_names"]
     assert a["skipped"] == b["skipped"] == [("buttercup/not_an_image.jpg", a["skipped"][0][1])]
     assert a["features"].shape == b["features"].shape == (36, side * side * 512)
-    np.testing.assert_allclose(a["features"], b["features"], rtol=1e-5, atol=1e-5)
+    assert_same_features(a["features"], b["features"])  # Ray's actors' threads: other kernels maybe
     # Times differ; a Ray file is an index over its shards unless merged.
     ignore = {"created", "updated", "segments"}
     assert {k: v for k, v in a["attrs"].items() if k not in ignore} == {
@@ -112,6 +112,9 @@ def test_a_workers_error_is_named_from_rays_traceback_text():
     assert worker_error(ValueError("plain")) == "ValueError: plain"
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
 @pytest.mark.parametrize("merge", [False, True])
 def test_ray_file_equals_the_local_engines(ray_installed, data, local, tmp_path, merge):
     out = tmp_path / "ray.hdf5"
@@ -130,26 +133,39 @@ def test_ray_file_equals_the_local_engines(ray_installed, data, local, tmp_path,
     assert again.returncode == 0 and "up to date" in again.stdout
 
 
+@pytest.fixture(scope="module")
+def local_mirrors(data, tmp_path_factory) -> Path:
+    """The local engine's file with mirrors."""
+    out = tmp_path_factory.mktemp("local_mirrors") / "local.hdf5"
+    done = run_module("extract", "--dataset", data, "-o", out, *HED, "--augment", "flip", cwd=out.parent)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 36 images and their mirrors, skipped 1" in done.stdout
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
 @pytest.mark.parametrize("merge", [False, True])
-def test_ray_file_with_mirrors_equals_the_local_engines(ray_installed, data, tmp_path, merge):
-    files = {}
-    for engine in ("local", "ray"):
-        files[engine] = tmp_path / f"{engine}.hdf5"
-        extra = [*RAY, "--workers", "2", *(["--merge"] if merge else [])] if engine == "ray" else []
-        done = run_module("extract", "--dataset", data, "-o", files[engine], *HED, "--augment", "flip",
-                          *extra, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-        assert "wrote 36 images and their mirrors, skipped 1" in done.stdout
+def test_ray_file_with_mirrors_equals_the_local_engines(ray_installed, data, local_mirrors, tmp_path, merge):
+    files = {"local": local_mirrors, "ray": tmp_path / "ray.hdf5"}
+    done = run_module("extract", "--dataset", data, "-o", files["ray"], *HED, "--augment", "flip", *RAY,
+                      "--workers", "2", *(["--merge"] if merge else []), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 36 images and their mirrors, skipped 1" in done.stdout
     with FeatureFile(files["ray"]) as a, FeatureFile(files["local"]) as b:
         assert a.paths == b.paths and a.has_mirrors and b.has_mirrors
         for load in ("load_features", "load_mirror_features"):
-            np.testing.assert_allclose(getattr(a, load)(), getattr(b, load)(), rtol=1e-5, atol=1e-5)
+            assert_same_features(getattr(a, load)(), getattr(b, load)())
         assert not np.array_equal(a.load_features(), a.load_mirror_features())
     with h5py.File(files["ray"], "r") as f:  # unmerged: the mirrors read through the shards' index
         assert f["mirror_features"].is_virtual is not merge
 
 
-def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, tmp_path):
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
+def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, local, tmp_path):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -158,28 +174,26 @@ def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, tmp_
         cluster.wait_for_nodes()
         out = tmp_path / "two_nodes.hdf5"
         # One CPU per actor: one actor per node. Decoding reserves no CPU, so it still runs.
-        # Ray Data gives a decoded shard to the least busy actor, the same one on a tie, so
-        # both nodes write only when a shard is ready while the other actor still works. At 64
-        # pixels a shard took the backbone 0.16 s, no more than Ray's own hand-over, and 2 of 4
-        # CI runs wrote every shard on one node; at 160 pixels it takes 0.65 s (decoding 0.01 s)
-        # and 8 of 8 runs, 4 beside a busy core, split the 5 shards 3/2.
-        big = [*HED[:2], "--image-size", "160", *HED[4:]]
+        # Ray Data gives a decoded shard to the least busy actor, the same one on a tie: each
+        # actor, its shard written, waits (WAIT_FOR_NODES) until the other node has written one
+        # too, so the next shard goes to the idle one whatever the machine's speed.
         done = run_module(
-            "extract", "--dataset", data, "-o", out, *big, *RAY, "--workers", "2",
-            "--ray-address", cluster.address, cwd=tmp_path,
+            "extract", "--dataset", data, "-o", out, *HED, *RAY, "--workers", "2",
+            "--ray-address", cluster.address, cwd=tmp_path, env=hook_env(tmp_path, WAIT_FOR_NODES="2"),
         )
         assert done.returncode == 0, done.stderr
         assert "on 2 Ray nodes" in done.stdout
         nodes = shard_nodes(out)
         assert len(nodes) == 5 and len(set(nodes.values())) == 2
         assert set(nodes.values()) <= {n.node_id for n in [cluster.head_node, *cluster.worker_nodes]}
-        alone = tmp_path / "local.hdf5"
-        assert run_module("extract", "--dataset", data, "-o", alone, *big, cwd=tmp_path).returncode == 0
-        assert_same_file(out, alone, side=5)
+        assert_same_file(out, local)
     finally:
         cluster.shutdown()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_an_actor_larger_than_any_node_is_refused_in_one_line(ray_installed, data, tmp_path):
     done = run_module("extract", "--dataset", data, "-o", tmp_path / "f.hdf5", *HED, *RAY,
                       "--cpus-per-worker", "64", cwd=tmp_path)
@@ -189,6 +203,9 @@ def test_an_actor_larger_than_any_node_is_refused_in_one_line(ray_installed, dat
     ), done.stderr
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "no-port-here"])
 def test_an_unreachable_cluster_is_one_line_at_once(ray_installed, data, tmp_path, address):
     done = run_module("extract", "--dataset", data, "-o", tmp_path / "f.hdf5", *HED, *RAY,
@@ -211,34 +228,105 @@ def shard_files(out: Path) -> dict[str, int]:
     return found
 
 
+# sitecustomize for a run's Python processes (the driver, Ray's workers), through hook_env:
+# each time an actor has written a shard, with HOLD_AFTER_SHARDS=n, once n shards are written,
+# it notes that in the file HELD and waits there for good (the run writes no shard more before
+# it is killed); with WAIT_FOR_NODES=n it waits until shards of n nodes are written (2 minutes
+# at most).
+HOOK = """
+import os
+if os.environ.get("HOLD_AFTER_SHARDS") or os.environ.get("WAIT_FOR_NODES"):
+    import threading, time
+    import h5py
+    import features.writer
+    write = features.writer.write_part_file
+    def shards(parts):
+        names = [n for n in os.listdir(parts) if n.startswith("shard-") and n.endswith(".h5")]
+        return [os.path.join(parts, n) for n in names]
+    def nodes(parts):
+        found = set()
+        for shard in shards(parts):
+            with h5py.File(shard, "r") as f:
+                found.add(f.attrs["node_id"])
+        return found
+    def write_then_wait(path, *args, **kwargs):
+        write(path, *args, **kwargs)
+        parts = os.path.dirname(path)
+        if os.environ.get("HOLD_AFTER_SHARDS") and len(shards(parts)) >= int(os.environ["HOLD_AFTER_SHARDS"]):
+            open(os.environ["HELD"], "w").close()
+            threading.Event().wait()
+        deadline = time.monotonic() + 120
+        while os.environ.get("WAIT_FOR_NODES") and time.monotonic() < deadline:
+            if len(nodes(parts)) >= int(os.environ["WAIT_FOR_NODES"]):
+                break
+            time.sleep(0.05)
+    features.writer.write_part_file = write_then_wait
+"""
+
+
+def hook_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """The environment of a run whose Python processes load HOOK with ``settings``."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(HOOK)
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, **settings}
+
+
+def processes_with(marker: str) -> list[int]:
+    """The processes whose environment holds ``marker``: those a run started, Ray's included."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile
+                pass
+    return found
+
+
+def wait_until_gone(marker: str, timeout: float = 120) -> None:
+    """Wait for a killed run's processes to exit (Ray's workers follow their raylet a moment
+    later); past the deadline, kill what is left of them."""
+    deadline = time.monotonic() + timeout
+    while (left := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_killed_ray_run_resumes_without_recomputing_finished_shards(ray_installed, data, local, tmp_path):
     out = tmp_path / "killed.hdf5"
-    # Shards of 4 images (10 of them), so that the kill lands between shards.
+    # Shards of 4 images (10 of them); the one actor holds after its second.
     argv = [sys.executable, "-m", "extract", "--dataset", str(data), "-o", str(out), *HED,
             "--engine", "ray", "--shard-size", "4", "--workers", "1"]
+    held = tmp_path / "held"
+    marker = f"FEATUREBANK_KILLED_RUN={tmp_path}"
+    env = {**os.environ, **hook_env(tmp_path, HOLD_AFTER_SHARDS="2", HELD=str(held)),
+           "FEATUREBANK_KILLED_RUN": str(tmp_path)}
     # Its own session, so that SIGKILL takes the driver and the Ray instance it started.
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
+                            start_new_session=True, env=env)
+    deadline = time.monotonic() + 300  # a deadline, not an order: the note says when
     try:
-        while len(shard_files(out)) < 2:
+        while not held.exists():
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no shard finished in 300 s"
-            time.sleep(0.02)
+            assert time.monotonic() < deadline, "no 2 shards finished in 300 s"
+            time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
-    # Ray's workers die with their raylet, a moment after the driver's session: an actor may
-    # still rename a shard it had finished. What is on disk once that settles is what the
-    # killed run left.
+        wait_until_gone(marker)
     finished = shard_files(out)
-    while True:
-        time.sleep(2)
-        if (now := shard_files(out)) == finished:
-            break
-        finished = now
-    assert 2 <= len(finished) < 10, "the run was not killed in the middle"
+    assert len(finished) == 2  # what the killed run left: its actor held after the second
     rows_done = 0
     for name in finished:
         with h5py.File(tmp_path / "killed.hdf5.parts" / name, "r") as f:
@@ -254,6 +342,9 @@ def test_killed_ray_run_resumes_without_recomputing_finished_shards(ray_installe
     assert_same_file(out, local)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_classify_on_ray_gives_the_local_search(ray_installed, local, tmp_path):
     results = {}
     for engine in ("local", "ray"):
@@ -272,10 +363,15 @@ def test_classify_on_ray_gives_the_local_search(ray_installed, local, tmp_path):
         assert b["settings"]["engine"] == "ray"
 
 
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_classify_local_never_imports_ray(local):
     run_without_ray("classify", ["--features", str(local)])
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.needs_shared
 def test_head_on_ray_gives_the_local_search(ray_installed, local, tmp_path):
     """The Keras head's fits as Ray tasks: the same candidates scored the same, the same head."""
     grid = json.dumps({"hidden": [16], "dropout": [0.0, 0.5], "learning_rate": [1e-2]})

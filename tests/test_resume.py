@@ -15,12 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from conftest import REPO, make_subset, run_module
+from conftest import REPO, assert_same_features, make_subset, run_module
 
 from features import FeatureFile
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_shared]  # real images, VGG16, each run a process
 
 CLASSES = ["bluebell", "buttercup", "coltsfoot"]
 PER_CLASS = 20
@@ -45,28 +46,50 @@ def extract_argv(data: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "extract", "--dataset", str(data), "-o", str(out), *ARGS, *extra]
 
 
-def committed(out: Path) -> int:
-    try:
-        with h5py.File(out, "r") as f:
-            return int(f.attrs.get("rows_committed", 0))
-    except (OSError, KeyError):
-        return 0  # not written yet, or being replaced right now
+# Run in a child: python -m extract, but once a commit brings the file to argv[2] rows or more,
+# the writer notes it in the file argv[1] and waits there for good, holding the run, which
+# then cannot commit or finish anything more before the parent kills it.
+HOLD_AFTER_ROWS = """
+import sys, threading
+import features.writer
+flush = features.writer.FeatureWriter.flush
+def flush_then_hold(self):
+    flush(self)
+    if self.rows_written >= int(sys.argv[2]):
+        open(sys.argv[1], "w").close()
+        threading.Event().wait()
+features.writer.FeatureWriter.flush = flush_then_hold
+from extract.__main__ import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def held_run(argv: list[str], note: Path, after_rows: int) -> subprocess.Popen:
+    """Start ``argv`` (a python -m extract command) to hold once ``after_rows`` rows are
+    committed, and return once it holds there."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_AFTER_ROWS, str(note), str(after_rows), *argv[3:]],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300  # a deadline, not an order: the note says when
+    while not note.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before {after_rows} rows were committed: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail("run took too long")
+        time.sleep(0.01)
+    return proc
 
 
 def run_and_kill(argv: list[str], out: Path, after_rows: int) -> None:
-    """Start an extraction and SIGKILL it as soon as ``after_rows`` rows are committed."""
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
+    """Start an extraction and SIGKILL it once ``after_rows`` rows are committed (held there
+    until then, so the kill lands after that commit and before any other)."""
+    proc = held_run(argv, out.with_name(out.name + ".held"), after_rows)
     try:
-        while committed(out) < after_rows:
-            if proc.poll() is not None:
-                pytest.fail(f"run ended before {after_rows} rows were committed: {proc.stderr.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail("run took too long")
-            time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -214,8 +237,8 @@ def test_added_images_and_class_are_appended(source, reference, tmp_path):
     assert list(y1[30:]) == [2] * 3 + [0] * 5
     # New rows hold the same features an uninterrupted run computes for those images.
     ref = {p: X[i] for i, p in enumerate(paths)}
-    for i in range(33, 38):
-        np.testing.assert_allclose(X1[i], ref[p1[i]], rtol=1e-5, atol=1e-5)
+    # (In other batches than the reference's: float32 along another path.)
+    assert_same_features(X1[33:38], np.stack([ref[p] for p in p1[33:38]]))
     assert attrs["complete"] is True and "updated" in attrs
 
 
@@ -245,19 +268,20 @@ def test_gone_images_are_reported_then_pruned(source, tmp_path):
 def test_a_file_is_extended_in_its_own_precision_unless_told(source, tmp_path):
     data = dataset(source, tmp_path / "flowers", per_class=4)
     out = tmp_path / "f.hdf5"
-    first = subprocess.run(extract_argv(data, out, "--precision", "bf16"), cwd=REPO,
+    small = ("--image-size", "32")  # bfloat16 on a CPU without it is slow; the test is about the file
+    first = subprocess.run(extract_argv(data, out, *small, "--precision", "bf16"), cwd=REPO,
                            capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     for name in CLASSES:  # one more image per class, then a run that names no precision
         image = sorted((source / name).iterdir())[4]
         (data / name / image.name).symlink_to(image.resolve())
-    again = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
+    again = subprocess.run(extract_argv(data, out, *small), cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "(hed-bsds500, block5_pool, flatten, bf16)" in again.stderr
     with FeatureFile(out) as ff:
         assert ff.n_rows == 15 and ff.attrs["precision"] == "bf16"
     new = tmp_path / "new.hdf5"  # a new file, no precision named, no GPU: float32
-    assert subprocess.run(extract_argv(data, new), cwd=REPO, capture_output=True).returncode == 0
+    assert subprocess.run(extract_argv(data, new, *small), cwd=REPO, capture_output=True).returncode == 0
     with FeatureFile(new) as ff:
         assert ff.attrs["precision"] == "float32"
 
@@ -315,13 +339,9 @@ def test_a_file_that_is_not_a_feature_file_is_not_overwritten(source, tmp_path):
 def test_a_second_writer_is_refused(reference, tmp_path):
     data, _ = reference
     out = tmp_path / "f.hdf5"
-    first = subprocess.Popen(extract_argv(data, out), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    first = held_run(extract_argv(data, out), tmp_path / "held", 1)  # writing, held after its first commit
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "f.hdf5.lock").exists():  # taken before the backbone loads
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.005)
+        assert (tmp_path / "f.hdf5.lock").exists()
         second = subprocess.run(extract_argv(data, out), cwd=REPO, capture_output=True, text=True)
         assert first.poll() is None, "the first run must still be writing"
         assert second.returncode == 1
@@ -329,6 +349,7 @@ def test_a_second_writer_is_refused(reference, tmp_path):
     finally:
         first.kill()
         first.wait()
+        first.stderr.close()
 
 
 @pytest.mark.parametrize("limit", [50_000, 400_000])

@@ -1,0 +1,285 @@
+"""A saved model applied to new images: :func:`predict` (``python -m classify predict``).
+
+Features are extracted exactly as for the training file (backbone, weights, layer, pooling,
+image size, interpolation, preprocessing and precision come from the model card saved beside
+the model), so the classifier sees what it was trained on. A weights file whose SHA-256 differs
+from the one recorded is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..errors import PredictError, check_count, first_line
+from ..outputs.card import card_path
+from .rebuild import extraction_backbone
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The class predicted for one image, or why it could not be.
+
+    Attributes
+    ----------
+    path : str
+        The image file, as found (under a folder given, or as given).
+    predicted : str or None
+        The most probable class; None for an image that could not be decoded.
+    probability : float or None
+        Its probability.
+    top : list of (str, float)
+        The most probable classes, most probable first, with their probabilities.
+    error : str or None
+        Why the image could not be decoded (``"empty file"``); None when it was.
+    """
+
+    path: str
+    predicted: str | None
+    probability: float | None
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def csv_row(self) -> list[str]:
+        """The row ``python -m classify predict`` writes: path, predicted, probability, top
+        classes (``name:prob`` joined by ``;``), error (``skipped: <reason>``).
+
+        Examples
+        --------
+        >>> Prediction("a.jpg", "daisy", 0.9, [("daisy", 0.9), ("tulip", 0.1)]).csv_row()
+        ['a.jpg', 'daisy', '0.9000', 'daisy:0.9000;tulip:0.1000', '']
+        >>> Prediction("b.jpg", None, None, [], "empty file").csv_row()
+        ['b.jpg', '', '', '', 'skipped: empty file']
+        """
+        if self.error is not None:
+            return [self.path, "", "", "", f"skipped: {self.error}"]
+        return [self.path, str(self.predicted), f"{self.probability:.4f}",
+                ";".join(f"{name}:{p:.4f}" for name, p in self.top), ""]
+
+
+def csv_header(top: int = 3) -> list[str]:
+    """The CSV's header row.
+
+    Examples
+    --------
+    >>> csv_header()
+    ['path', 'predicted', 'probability', 'top3', 'error']
+    """
+    return ["path", "predicted", "probability", f"top{top}", "error"]
+
+
+def write_csv(predictions: Iterable[Prediction], out: TextIO, top: int = 3) -> None:
+    """Write ``predictions`` as ``python -m classify predict`` does, row by row as they come.
+
+    Examples
+    --------
+    >>> import sys
+    >>> from classify.inference.predict import Prediction, write_csv
+    >>> write_csv([Prediction("a.jpg", "daisy", 0.9, [("daisy", 0.9), ("tulip", 0.1)])], sys.stdout)
+    path,predicted,probability,top3,error
+    a.jpg,daisy,0.9000,daisy:0.9000;tulip:0.1000,
+    """
+    writer = csv.writer(out)
+    writer.writerow(csv_header(top))
+    for prediction in predictions:
+        writer.writerow(prediction.csv_row())
+
+
+def image_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The image files named, and those under the folders named, in a fixed order (one path
+    alone is taken as a list of one)."""
+    from extract.sources import IMAGE_EXTENSIONS
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(
+                str(p) for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif path.is_file():
+            found.append(str(path))
+        else:
+            raise PredictError(f"{os.fspath(item)}: no such file or folder")
+    if not found:
+        raise PredictError(f"no image files in {', '.join(map(os.fspath, inputs))}")
+    return found
+
+
+def read_card(model_path: str | os.PathLike) -> dict[str, Any]:
+    """The model card saved beside ``model_path``, with its extraction settings; else a
+    one-line :class:`PredictError`.
+
+    Examples
+    --------
+    >>> read_card("f17.head.keras")["extraction"]["backbone"]  # doctest: +SKIP
+    'mobilenetv2'
+    """
+    card_file = card_path(model_path)
+    try:
+        card = json.loads(card_file.read_text())
+        ext = card["extraction"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise PredictError(
+            f"{model_path}: no model card {card_file.name} beside it; save the model again "
+            "with python -m classify --save"
+        ) from None
+    if not ext.get("backbone"):
+        raise PredictError(f"{model_path}: trained on features without extraction settings")
+    return card
+
+
+def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None) -> tuple[Any, dict, Any]:
+    """The estimator, its card, and the backbone its features need (loaded).
+
+    ``weights`` None finds named weights (``imagenet``, ``hed-bsds500``) by name, and a weights
+    file where the feature file recorded it (``weights_path``) if it is unchanged there.
+    """
+    from extract.tf_logs import start_keras
+
+    from ..outputs.model_files import load_estimator
+
+    start_keras()  # without TensorFlow's C++ start-up lines (a no-op once Keras has started)
+    if not Path(model_path).is_file():
+        keras_file = Path(model_path).with_suffix(".keras")
+        hint = f" (a head is saved as {keras_file.name}, which is there)" if keras_file.is_file() else ""
+        raise PredictError(f"{model_path}: no such model file{hint}")
+    card = read_card(model_path)
+    ext = card["extraction"]
+    try:
+        estimator = load_estimator(model_path, card)
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise PredictError(f"{model_path}: cannot load the model ({first_line(exc)})") from None
+    # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
+    loaded = extraction_backbone(ext, model_path, weights)
+    return estimator, card, loaded
+
+
+def _predictions(
+    estimator: Any, card: dict, loaded: Any, files: list[str], *, batch_size: int, top: int,
+    progress: bool,
+) -> Iterator[Prediction]:
+    from tqdm.auto import tqdm
+
+    from extract.decoding import decoded_batches
+    from extract.sources import ImageListing
+
+    ext = card["extraction"]
+    names = card["classes"]
+    listing = ImageListing(Path(""), list(names), files, np.zeros(len(files), dtype=np.int32))
+    stored = ext.get("dtype") or "float32"
+    with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=not progress) as bar:
+        for batch in decoded_batches(listing, range(len(files)), batch_size, loaded.image_size,
+                                     ext.get("interpolation") or "nearest"):
+            done: dict[int, Prediction] = {
+                i: Prediction(files[i], None, None, [], reason) for i, reason in batch.failed
+            }
+            if batch.decoded:
+                feats = loaded.embed(batch.images)
+                # The classifier was trained on features as stored in the file.
+                feats = feats.astype(stored).astype(np.float32)
+                proba = estimator.predict_proba(feats)
+                # Column k is the label classes_[k]: the labels the model saw, which are not
+                # all of the card's classes when the last ones had no rows yet.
+                labels = getattr(estimator, "classes_", np.arange(proba.shape[1]))
+                for i, p in zip(batch.decoded, proba, strict=True):
+                    order = np.argsort(-p)[:top]
+                    ranked = [(names[int(labels[k])], float(p[k])) for k in order]
+                    done[i] = Prediction(files[i], ranked[0][0], ranked[0][1], ranked)
+            yield from (done[i] for i in batch.indices)  # in the order given
+            bar.update(len(batch.indices))
+
+
+def iter_predictions(
+    model_path: str | os.PathLike,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    weights: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    top: int = 3,
+    progress: bool = True,
+) -> Iterator[Prediction]:
+    """:func:`predict`, one :class:`Prediction` at a time as each batch is done.
+
+    The model, its card, the weights and the inputs are checked at the call, before the first
+    prediction is asked for; the arguments are :func:`predict`'s.
+
+    Examples
+    --------
+    >>> from classify import iter_predictions
+    >>> for p in iter_predictions("rf.joblib", "new_photos/"):  # doctest: +SKIP
+    ...     print(p.path, p.predicted)
+    """
+    check_count("batch_size", batch_size)
+    check_count("top", top)
+    files = image_files(inputs)
+    estimator, card, loaded = load_model(model_path, weights)
+    return _predictions(estimator, card, loaded, files, batch_size=batch_size, top=top,
+                        progress=progress)
+
+
+def predict(
+    model_path: str | os.PathLike,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    weights: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    top: int = 3,
+    progress: bool = True,
+) -> list[Prediction]:
+    """Predict the class of new images with a model saved by ``--save`` (or
+    :meth:`ModelResult.save <classify.ModelResult.save>`).
+
+    Features are extracted as for the training file, with the settings recorded in the model
+    card ``M.card.json`` beside the model.
+
+    Parameters
+    ----------
+    model_path : path
+        The saved model, ``M.joblib`` (a head: ``M.keras``); its card ``M.card.json`` must be
+        beside it.
+    inputs : path or sequence of paths
+        Image files and folders (searched recursively for images).
+    weights : path, optional
+        The weights file the training features came from. Not needed for ``imagenet`` and
+        ``hed-bsds500``, nor for a file still where extraction read it, unchanged.
+    batch_size : int
+        Images per backbone call.
+    top : int
+        How many of the most probable classes each :class:`Prediction` lists.
+    progress : bool
+        Show a progress bar (``tqdm.auto``: a widget in Jupyter, a line on a terminal's stderr).
+
+    Returns
+    -------
+    list of Prediction
+        One per image, in the order found; an image that cannot be decoded has ``error`` set.
+
+    Raises
+    ------
+    PredictError
+        No such input, no images, a model or card that cannot be read, weights that cannot be
+        found or are not the training features' weights.
+    SettingsError
+        ``batch_size`` or ``top`` below 1.
+
+    Examples
+    --------
+    >>> from classify import predict
+    >>> for p in predict("rf.joblib", ["new_photos/", "one.jpg"], progress=False):  # doctest: +SKIP
+    ...     print(p.path, p.predicted, round(p.probability, 2), p.top)
+    new_photos/a.jpg daisy 0.93 [('daisy', 0.93), ('tulip', 0.04), ('crocus', 0.01)]
+    """
+    return list(iter_predictions(model_path, inputs, weights=weights, batch_size=batch_size,
+                                 top=top, progress=progress))

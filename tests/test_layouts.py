@@ -1,0 +1,116 @@
+"""Dataset layouts: every registered one lists its example into rows of path and label relative
+to the listing's root; class-per-folder exactly as before; the registry and ``--layout``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_module
+
+from extract import DatasetError, SettingsError, extract_features
+from extract.layouts import LAYOUTS, READS, ClassPerFolder, DatasetLayout, register_layout, registered_layout
+from extract.sources import ImageListing, list_images, resolve_dataset
+
+
+def touch(path: Path, data: bytes = b"x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _class_folders(tmp: Path) -> Path:
+    root = tmp / "folders"
+    for rel in ("b/2.jpg", "b/1.PNG", "a/z.jpeg", "a/sub/y.jpg", "a/.hidden.jpg", "a/.cache/w.jpg",
+                "a/notes.txt", "c/notes.txt", "README"):
+        touch(root / rel)
+    return root
+
+
+#: An example dataset for each built-in layout, made in a temporary folder, with the listing it
+#: must give: (paths, labels by name). A layout added to the package needs one here.
+EXAMPLES: dict[str, Callable[[Path], tuple[Path, list[str], list[str]]]] = {
+    "class-per-folder": lambda tmp: (_class_folders(tmp), ["a/z.jpeg", "a/sub/y.jpg", "b/1.PNG", "b/2.jpg"],
+                                     ["a", "a", "b", "b"]),
+}
+BUILT_IN = sorted(LAYOUTS)
+
+
+def test_every_registered_layout_has_an_example():
+    assert set(LAYOUTS) <= set(EXAMPLES), "give each built-in layout an example in EXAMPLES"
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_layout_lists_its_example_relative_to_the_root(name, tmp_path):
+    layout = LAYOUTS[name]
+    assert isinstance(layout, DatasetLayout) and layout.reads in READS
+    assert layout.description and "\n" not in layout.description
+    source, paths, labels = EXAMPLES[name](tmp_path)
+    assert resolve_dataset(str(source), tmp_path / "elsewhere", reads=layout.reads) == source
+    listing = layout.list_images(source)
+    assert isinstance(listing, ImageListing)
+    assert listing.paths == paths
+    assert [listing.class_names[k] for k in listing.labels] == labels
+    assert listing.labels.dtype == np.int32 and len(listing) == len(listing.labels)
+    assert all(not Path(p).is_absolute() and "\\" not in p and (listing.root / p).is_file() for p in paths)
+    assert listing.splits is None or len(listing.splits) == len(listing)
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_layout_refuses_a_missing_source_in_one_line(name, tmp_path):
+    with pytest.raises(DatasetError) as raised:
+        LAYOUTS[name].list_images(tmp_path / "nothing-here")
+    assert "\n" not in str(raised.value) and "nothing-here" in str(raised.value)
+
+
+def test_class_per_folder_is_list_images(tmp_path):
+    root = _class_folders(tmp_path)
+    listing = ClassPerFolder().list_images(root)
+    same = list_images(root)
+    assert (listing.paths, listing.class_names) == (same.paths, same.class_names)
+    assert listing.ignored == same.ignored
+    assert listing.empty_classes == ["c"]
+    assert sorted(listing.ignored) == ["README", "a/notes.txt", "c/notes.txt"]
+    assert listing.splits is None
+    left = ClassPerFolder().list_images(root, exclude=["b"])
+    assert left.class_names == ["a"] and left.excluded_classes == ["b"]
+    with pytest.raises(DatasetError, match="no class folder 'x' to exclude"):
+        ClassPerFolder().list_images(root, exclude=["x"])
+
+
+def test_a_file_layout_reads_a_manifest_by_name_or_path(tmp_path):
+    touch(tmp_path / "data" / "list.csv", b"")
+    (tmp_path / "data" / "folder").mkdir()
+    assert resolve_dataset("list.csv", tmp_path / "data", reads="file") == tmp_path / "data" / "list.csv"
+    assert resolve_dataset(str(tmp_path / "data" / "list.csv"), tmp_path, reads="file").name == "list.csv"
+    with pytest.raises(DatasetError, match="a folder, not a file"):
+        resolve_dataset("folder", tmp_path / "data", reads="file")
+    with pytest.raises(DatasetError, match="no such file"):
+        resolve_dataset("nope.csv", tmp_path / "data", reads="file")
+
+
+def test_registry_refuses_what_is_not_a_layout_and_unregisters():
+    before = dict(LAYOUTS)
+    with pytest.raises(ValueError, match="not a DatasetLayout"):
+        register_layout("bad", object())
+    with pytest.raises(ValueError, match="registered already"):
+        register_layout("class-per-folder", ClassPerFolder())
+
+    class Tarball(ClassPerFolder):
+        reads = "archive"
+
+    with pytest.raises(ValueError, match="must read one of folder, file"):
+        register_layout("tar", Tarball())
+    with registered_layout("again", ClassPerFolder()):
+        assert "again" in LAYOUTS
+    assert LAYOUTS == before
+
+
+def test_unknown_layout_is_a_settings_error_and_a_usage_error(tmp_path):
+    with pytest.raises(SettingsError, match=r"layout \(--layout\) must be one of class-per-folder"):
+        extract_features(tmp_path, layout="nope", output=tmp_path / "o.hdf5")
+    result = run_module("extract", "--dataset", tmp_path, "--layout", "nope")
+    assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
+    usage = run_module("extract", "--help")
+    assert "class-per-folder (a folder): one sub-folder of images per class" in " ".join(usage.stdout.split())
