@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from extract.options import add_arguments_from, keywords_from, number, option, option_table_of, whole
 
 from .classifiers import CLASSIFIERS, get_classifier
 from .errors import SettingsError, first_line, named
@@ -134,30 +136,6 @@ def check_settings(
         raise SettingsError(f"{named('verbose')} must be a whole number of at least 0, got {verbose!r}")
 
 
-# Text to values only: whether a value is allowed is for check_settings to say.
-def number(text: str) -> float:
-    """``--test-size`` and other real numbers from text."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-
-
-def whole(text: str) -> int:
-    """``--seed`` and other whole numbers from text."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-
-
-def option(help: str, *flags: str, metavar: str | None = None, text: Callable[[str], Any] | None = None,
-           action: str | None = None, nargs: str | None = None) -> dict[str, Any]:
-    """The command-line side of a setting, as a field's metadata: its flags (default
-    ``--<name>`` with dashes), help, metavar, text-to-value conversion, argparse action, nargs."""
-    return {"flags": flags, "help": help, "metavar": metavar, "text": text, "action": action, "nargs": nargs}
-
-
 @dataclass(frozen=True)
 class TrainSettings:
     """The settings of one stage-2 run: every keyword of :func:`classify.train_and_evaluate`
@@ -175,7 +153,8 @@ class TrainSettings:
 
     models: tuple[str, ...] = field(default=("logreg",), metadata=option(
         "classifier(s) to search, on the same split; several end with a side-by-side table "
-        "(default: logreg)", "--model", "-m", nargs="+"))
+        "(default: logreg)", "--model", "-m", nargs="+",
+        metavar=lambda: "{" + ",".join(CLASSIFIERS) + "}"))
     grid: str | Mapping[str, Any] | None = field(default=None, metadata=option(
         'parameter grid replacing the default, e.g. \'{"C": [0.01, 0.1, 1]}\'', metavar="JSON"))
     test_size: float = field(default=0.25, metadata=option(
@@ -227,29 +206,15 @@ class TrainSettings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def flags_of(setting: Any) -> tuple[str, ...]:
-    """A field's command-line flags: as declared, else ``--<name>`` with dashes."""
-    return setting.metadata["flags"] or (f"--{setting.name.replace('_', '-')}",)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every :class:`TrainSettings` field to ``parser`` as an option (dest: the keyword)."""
-    for setting in fields(TrainSettings):
-        meta = setting.metadata
-        extra = {key: meta[key] for key in ("metavar", "action", "nargs") if meta[key] is not None}
-        if meta["text"] is not None:
-            extra["type"] = meta["text"]
-        if setting.name == "models":
-            extra["metavar"] = "{" + ",".join(CLASSIFIERS) + "}"
-        default = list(setting.default) if isinstance(setting.default, tuple) else setting.default
-        parser.add_argument(*flags_of(setting), dest=setting.name, default=default, help=meta["help"],
-                            **extra)
+    add_arguments_from(TrainSettings, parser)
 
 
 def keywords_of(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`classify.train_and_evaluate`'s keywords from parsed command-line ``args`` (checked
     when the call makes its :class:`TrainSettings`)."""
-    return {setting.name: getattr(args, setting.name) for setting in fields(TrainSettings)}
+    return keywords_from(TrainSettings, args)
 
 
 def option_table() -> str:
@@ -260,10 +225,4 @@ def option_table() -> str:
     >>> option_table().splitlines()[2].split(" | ")[:3]
     ['| `--model`, `-m`', '`models`', '`logreg`']
     """
-    rows = ["| option | keyword | default | what it does |", "| --- | --- | --- | --- |"]
-    for setting in fields(TrainSettings):
-        default = setting.default
-        shown = ", ".join(default) if isinstance(default, tuple) else default
-        rows.append(f"| {', '.join(f'`{flag}`' for flag in flags_of(setting))} | `{setting.name}` | "
-                    f"`{shown}` | {setting.metadata['help']} |")
-    return "\n".join(rows)
+    return option_table_of(TrainSettings)

@@ -10,8 +10,9 @@ From Python, one call does a whole run (the same as ``python -m extract``)::
 The pieces are usable on their own: ``sources`` (datasets and what a listing holds),
 ``layouts`` (how a dataset becomes a listing), ``images`` (decoding), ``backbones`` (the
 backbone families, their registry and weights), ``devices`` (what the device computes fast),
-``plan`` (what a run must do), ``pipeline`` (the local engine) and ``ray_engine`` (the Ray
-engine).
+``plan`` (what a run must do), ``pipeline`` (the local engine), ``ray_engine`` (the Ray
+engine), ``settings`` (a run's settings declared once: keywords, options, checks) and
+``options`` (the generic part of declaring settings once, which both stages use).
 
 Two doors take new entries from outside the package, each one registration call:
 :func:`register_backbone_family` (a new kind of backbone, see

@@ -1,8 +1,9 @@
 """Stage 1 in one call: :func:`extract_features`, which ``python -m extract`` and notebooks use.
 
-It holds the whole orchestration of a run: the settings check, the dataset listing, the
-output lock, the comparison with an existing output (resume, extend, refuse), the plan, the
-engine, and the one-line errors. It prints nothing: lines for people go to the ``extract``
+It holds the whole orchestration of a run: the settings (declared and checked once, in
+:class:`extract.settings.ExtractSettings`), the dataset listing, the output lock, the
+comparison with an existing output (resume, extend, refuse), the plan, the engine, and the
+one-line errors. It prints nothing: lines for people go to the ``extract``
 logger (the command line shows INFO and up on stderr; a notebook shows warnings), progress
 to a ``tqdm.auto`` bar.
 """
@@ -17,91 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from features.schema import ATTR_DEFAULTS, AUGMENTS, FEATURE_DTYPES
+from features.schema import ATTR_DEFAULTS
 
-from .errors import ExtractError, ExtractInterrupted, SettingsError
+from .errors import ExtractError, ExtractInterrupted
 from .pipeline import ExtractSummary
+from .ray_engine import DEFAULT_SHARD_SIZE
+from .settings import ExtractSettings
 
 log = logging.getLogger("extract")
-
-
-def _named(setting: str) -> str:
-    """A setting as both audiences know it: ``batch_size (--batch-size)``."""
-    return f"{setting} (--{setting.replace('_', '-')})"
-
-#: ``engine=`` choices: this process, or a Ray cluster.
-ENGINES = ("local", "ray")
-
-
-def check_settings(
-    *,
-    backbone: str,
-    weights: str,
-    pooling: str,
-    image_size: int | None,
-    interpolation: str,
-    batch_size: int | None,
-    buffer_size: int,
-    dtype: str,
-    precision: str | None,
-    max_pixels: int | None,
-    engine: str,
-    workers: int | None,
-    cpus_per_worker: float,
-    shard_size: int,
-    layers: Sequence[str] | None = None,
-    preprocess: str | None = None,
-    augment: str = "none",
-    decoder: str | None = None,
-    decode_workers: int | None = None,
-    layout: str = "class-per-folder",
-) -> None:
-    """Raise :class:`SettingsError` for any setting :func:`extract_features` cannot run with.
-
-    The one place these are checked: the command line's parser only turns text into values.
-    The backbone's settings are checked by the family that claims it
-    (:func:`extract.backbones.family_for`).
-    """
-    from .backbones import check_backbone_settings
-    from .decoding import DECODERS, default_decoder
-    from .images import INTERPOLATIONS
-    from .layouts import layout_named
-
-    for name, value in (("batch_size", batch_size), ("buffer_size", buffer_size),
-                        ("shard_size", shard_size), ("max_pixels", max_pixels), ("workers", workers),
-                        ("image_size", image_size), ("decode_workers", decode_workers)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise SettingsError(f"{_named(name)} must be a whole number of at least 1, got {value!r}")
-    if layers is not None and (isinstance(layers, str) or not layers
-                               or not all(isinstance(layer, str) and layer for layer in layers)):
-        raise SettingsError(f"layers (--layer) must be a list of layer names, got {layers!r}")
-    check_backbone_settings(backbone, weights, pooling, image_size, precision, layers, preprocess)
-    layout_named(layout)
-    if engine == "ray" and layers is not None and len(layers) > 1:
-        raise SettingsError("several layers (--layer) in one pass run on the local engine; "
-                            "run the Ray engine once per layer")
-    if interpolation not in INTERPOLATIONS:
-        raise SettingsError(
-            f"{_named('interpolation')} must be one of {', '.join(sorted(INTERPOLATIONS))}, "
-            f"got {interpolation!r}"
-        )
-    if decoder is not None and decoder not in DECODERS:
-        raise SettingsError(f"{_named('decoder')} must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    if decoder == "processes" and default_decoder() != "processes":
-        raise SettingsError(f'{_named("decoder")} "processes" needs a platform that forks (Linux); '
-                            'use "threads"')
-    if augment not in AUGMENTS:
-        raise SettingsError(f"{_named('augment')} must be one of {', '.join(AUGMENTS)}, got {augment!r}")
-    if dtype not in FEATURE_DTYPES:
-        raise SettingsError(f"{_named('dtype')} must be one of {', '.join(FEATURE_DTYPES)}, got {dtype!r}")
-    if engine not in ENGINES:
-        raise SettingsError(f"{_named('engine')} must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if not cpus_per_worker > 0:
-        raise SettingsError(f"{_named('cpus_per_worker')} must be more than 0, got {cpus_per_worker}")
-    if cpus_per_worker > 1 and cpus_per_worker != int(cpus_per_worker):
-        raise SettingsError(
-            f"{_named('cpus_per_worker')}: Ray reserves whole CPUs above 1, got {cpus_per_worker}"
-        )
 
 
 def requested_settings(
@@ -175,7 +99,7 @@ def extract_features(
     ray_address: str | None = None,
     workers: int | None = None,
     cpus_per_worker: float = 1.0,
-    shard_size: int | None = None,
+    shard_size: int | None = DEFAULT_SHARD_SIZE,
     merge: bool = False,
     decoder: str | None = None,
     decode_workers: int | None = None,
@@ -183,9 +107,10 @@ def extract_features(
     """Extract one feature vector per image of a dataset into an HDF5 file.
 
     The same run as ``python -m extract``, with the same settings, defaults, checks and
-    engines: an existing output made with the same settings is continued (after a killed
-    run) or extended (new images or classes); one made with other settings is refused unless
-    ``overwrite``; nothing is recomputed when nothing changed.
+    engines (each keyword is a field of :class:`extract.settings.ExtractSettings`, which
+    declares its option and checks it): an existing output made with the same settings is
+    continued (after a killed run) or extended (new images or classes); one made with other
+    settings is refused unless ``overwrite``; nothing is recomputed when nothing changed.
 
     Parameters
     ----------
@@ -234,7 +159,8 @@ def extract_features(
         Show a progress bar (``tqdm.auto``: a widget in Jupyter); show TensorFlow's start-up
         lines.
     engine, ray_address, workers, cpus_per_worker, shard_size, merge
-        ``"ray"`` runs on a Ray cluster (see the README's "On a Ray cluster").
+        ``"ray"`` runs on a Ray cluster (see the README's "On a Ray cluster"); a
+        ``shard_size`` of None is the default (``extract.ray_engine.DEFAULT_SHARD_SIZE``).
     decoder, decode_workers
         The local engine's image decoders: ``"processes"`` (default on Linux) or
         ``"threads"``, and how many (default: one per core). Both give the same pixels.
@@ -248,7 +174,8 @@ def extract_features(
     Raises
     ------
     SettingsError
-        A setting that makes no sense (a ``ValueError``; the command line exits with 2).
+        A setting that makes no sense, alone or with others, before anything is read (a
+        ``ValueError``; the command line exits with 2).
     ExtractError
         Anything else that stops the run, with the one line the command line prints.
     ExtractInterrupted
@@ -268,21 +195,14 @@ def extract_features(
     ...                  output="f17.hdf5").up_to_date
     True
     """
-    from .ray_engine import DEFAULT_SHARD_SIZE
-
-    shard_size = DEFAULT_SHARD_SIZE if shard_size is None else shard_size
-    weights = os.fspath(weights) if weights is not None else None
-    backbone = os.fspath(backbone)
-    layers = [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None)
-    check_settings(
-        backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
-        interpolation=interpolation, batch_size=batch_size, buffer_size=buffer_size, dtype=dtype,
-        precision=precision, max_pixels=max_pixels, engine=engine, workers=workers,
-        cpus_per_worker=cpus_per_worker, shard_size=shard_size, layers=layers, preprocess=preprocess,
-        augment=augment, decoder=decoder, decode_workers=decode_workers, layout=layout,
-    )
+    # The first statement, so locals() holds the parameters only: ExtractSettings declares and
+    # checks them (the one place, shared with python -m extract).
+    keywords = dict(locals())
+    del keywords["dataset"]
+    settings = ExtractSettings(**keywords)
     from PIL import Image
 
+    max_pixels = settings.max_pixels
     pillow_limit = Image.MAX_IMAGE_PIXELS
     # Pillow's limit is process-wide state: changed for this call only, and put back after.
     with warnings.catch_warnings():
@@ -292,19 +212,21 @@ def extract_features(
             # Pillow refuses outright at twice its own limit; let a higher max_pixels decide.
             Image.MAX_IMAGE_PIXELS = max_pixels
         try:
-            return _run(
-                os.fspath(dataset), data_dir, layout, output, exclude_classes, overwrite, engine,
-                dict(backbone=backbone, weights=weights, pooling=pooling, image_size=image_size,
-                     precision=precision, layers=layers, preprocess=preprocess),
-                dict(prune=prune, batch_size=batch_size, dtype=dtype, interpolation=interpolation,
-                     max_pixels=max_pixels, progress=progress, augment=augment, decoder=decoder,
-                     decode_workers=decode_workers),
-                dict(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker,
-                     shard_size=shard_size, merge=merge),
-                buffer_size, verbose,
-            )
+            return _run(os.fspath(dataset), settings)
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _run_parts(s: ExtractSettings) -> tuple[dict, dict, dict]:
+    """A run's settings as the engines take them: the model, the per-image options, Ray's."""
+    model = dict(backbone=s.backbone, weights=s.weights, pooling=s.pooling, image_size=s.image_size,
+                 precision=s.precision, layers=list(s.layers) if s.layers else None, preprocess=s.preprocess)
+    options = dict(prune=s.prune, batch_size=s.batch_size, dtype=s.dtype, interpolation=s.interpolation,
+                   max_pixels=s.max_pixels, progress=s.progress, augment=s.augment, decoder=s.decoder,
+                   decode_workers=s.decode_workers)
+    ray = dict(address=s.ray_address, workers=s.workers, cpus_per_worker=s.cpus_per_worker,
+               shard_size=s.shard_size, merge=s.merge)
+    return model, options, ray
 
 
 def layer_outputs(output: Path, layers: Sequence[str] | None) -> list[Path]:
@@ -314,10 +236,7 @@ def layer_outputs(output: Path, layers: Sequence[str] | None) -> list[Path]:
     return [output.with_name(f"{output.stem}.{layer}{output.suffix}") for layer in layers]
 
 
-def _run(
-    dataset: str, data_dir, layout: str, output, exclude_classes, overwrite: bool, engine: str,
-    model: dict, options: dict, ray: dict, buffer_size: int, verbose: bool,
-) -> ExtractSummary | dict[str, ExtractSummary]:
+def _run(dataset: str, settings: ExtractSettings) -> ExtractSummary | dict[str, ExtractSummary]:
     """:func:`extract_features` once its settings are checked."""
     from features.lock import OutputLock, OutputLockedError
 
@@ -325,8 +244,10 @@ def _run(
     from .ray_engine import ray_available
     from .sources import dataset_name, registry_exclusions, resolve_dataset
 
-    layout_impl = layout_named(layout)
-    root = resolve_dataset(dataset, data_dir, reads=layout_impl.reads)
+    model, options, ray = _run_parts(settings)
+    layout_impl = layout_named(settings.layout)
+    root = resolve_dataset(dataset, settings.data_dir, reads=layout_impl.reads)
+    exclude_classes, output, overwrite = settings.exclude_classes, settings.output, settings.overwrite
     if exclude_classes is None:
         # The registry's exclusions are of class folders of the datasets it names.
         exclude_classes = registry_exclusions(root) if layout_impl.reads == "folder" else []
@@ -341,7 +262,7 @@ def _run(
     if not output.parent.is_dir():
         raise ExtractError(f"{output}: its folder {output.parent} does not exist")
     log.info(f"{len(listing)} images in {len(listing.class_names)} classes from {root}")
-    ray_engine = engine == "ray"
+    ray_engine = settings.engine == "ray"
     if ray_engine and not ray_available():
         raise ExtractError('engine "ray" needs Ray Data: pip install -e ".[ray]"')
     layers = model["layers"]
@@ -359,7 +280,7 @@ def _run(
             locks.callback(lock.release)
         try:
             summaries = _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, ray,
-                                    buffer_size, verbose)
+                                    settings.buffer_size, settings.verbose)
         except KeyboardInterrupt:
             raise ExtractInterrupted(
                 f"interrupted; rows committed so far stay in {', '.join(map(str, outputs))}, run the "

@@ -107,8 +107,8 @@ def bf16_warning(precision: str | None) -> str | None:
         return ("warning: this GPU has no fast bfloat16 (compute capability below 8.0): --precision "
                 "bf16 runs slower than float32 here; use --precision float32")
     return ("warning: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): --precision bf16 "
-            "runs several times slower than float32 here (0.24x float32 measured for VGG16 on such "
-            "a CPU); use --precision float32")
+            "is emulated here and can run several times slower than float32 (0.24x float32 measured "
+            "for VGG16 on such a CPU); use --precision float32")
 
 
 def warn_if_bf16_is_slow(precision: str | None, log: logging.Logger | None = None) -> None:

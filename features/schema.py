@@ -59,6 +59,7 @@ PROVENANCE_ATTRS = (
     "dataset_root",
     "excluded_classes",
     "backbone",
+    "backbone_family",
     "layer",
     "weights",
     "weights_sha256",

@@ -54,9 +54,13 @@ def help_text(command: list[str]) -> str:
 def keyword_tables() -> dict[tuple[str, ...], tuple[str, str]]:
     """The table of settings declared once per stage, by the command they follow: a heading
     and the Markdown table."""
-    from classify.settings import option_table
+    from classify.settings import option_table as classify_table
+    from extract.settings import option_table as extract_table
 
-    return {("classify",): ("The same settings as keywords of `classify.train_and_evaluate`", option_table())}
+    return {
+        ("extract",): ("The same settings as keywords of `extract.extract_features`", extract_table()),
+        ("classify",): ("The same settings as keywords of `classify.train_and_evaluate`", classify_table()),
+    }
 
 
 def render() -> str:

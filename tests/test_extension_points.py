@@ -93,6 +93,7 @@ class TinyFamily(BaseBackboneFamily):
 class CsvLayout:
     """``--layout csv``: a CSV of ``path,label`` rows, paths relative to the CSV's folder."""
 
+    name = "csv"
     reads = "file"
     description = "a CSV file of path,label rows, paths relative to its folder"
 
@@ -135,7 +136,7 @@ def test_c_a_layout_registered_from_outside(tmp_path):
     manifest = tmp_path / "list.csv"
     with open(manifest, "w", newline="") as f:
         csv.writer(f).writerows([("path", "label"), *rows])
-    with registered_backbone_family(TinyFamily(_tiny_network())), registered_layout("csv", CsvLayout()):
+    with registered_backbone_family(TinyFamily(_tiny_network())), registered_layout(CsvLayout()):
         summary = extract_features(manifest, layout="csv", backbone="tiny", weights=None, pooling="cls",
                                    output=tmp_path / "c.hdf5", progress=False)
         again = extract_features(manifest, layout="csv", backbone="tiny", weights=None, pooling="cls",
@@ -160,6 +161,7 @@ def _coloured_images(root: Path, per_class: int = 6) -> Path:
     return root
 
 
+@pytest.mark.slow  # a VGG16 extraction, a search, predict
 def test_a_a_classifier_registered_from_outside_searches_saves_and_predicts(tmp_path):
     from sklearn.neighbors import KNeighborsClassifier
 

@@ -3,6 +3,7 @@ to the listing's root; class-per-folder exactly as before; the registry and ``--
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,19 +93,73 @@ def test_a_file_layout_reads_a_manifest_by_name_or_path(tmp_path):
 
 def test_registry_refuses_what_is_not_a_layout_and_unregisters():
     before = dict(LAYOUTS)
-    with pytest.raises(ValueError, match="not a DatasetLayout"):
-        register_layout("bad", object())
-    with pytest.raises(ValueError, match="registered already"):
-        register_layout("class-per-folder", ClassPerFolder())
+    with pytest.raises(ValueError, match="not a DatasetLayout: it needs name, reads"):
+        register_layout(object())
+    with pytest.raises(ValueError, match="registered already; pass replace=True"):
+        register_layout(ClassPerFolder())
 
     class Tarball(ClassPerFolder):
-        reads = "archive"
+        name, reads = "tar", "archive"
+
+    class Nameless(ClassPerFolder):
+        name = ""
+
+    class Again(ClassPerFolder):
+        name = "again"
 
     with pytest.raises(ValueError, match="must read one of folder, file"):
-        register_layout("tar", Tarball())
-    with registered_layout("again", ClassPerFolder()):
-        assert "again" in LAYOUTS
+        register_layout(Tarball())
+    with pytest.raises(ValueError, match="has no name"):
+        register_layout(Nameless())
+    with registered_layout(Again()) as again:
+        assert LAYOUTS["again"] is again
     assert LAYOUTS == before
+
+
+def test_a_layout_carries_its_name_and_replace_takes_its_place():
+    assert all(name == layout.name for name, layout in LAYOUTS.items())
+    before = dict(LAYOUTS)
+    other = ClassPerFolder()
+    try:
+        assert register_layout(other, replace=True) is other
+        assert LAYOUTS["class-per-folder"] is other and list(LAYOUTS) == list(before)
+    finally:
+        LAYOUTS.update(before)
+    assert LAYOUTS == before
+
+
+def _split_tree(root: Path, splits=("train", "val", "test")) -> Path:
+    for split in splits:
+        for name in ("daisy", "tulip"):
+            touch(root / split / name / "1.jpg")
+    return root
+
+
+def test_class_per_folder_warns_of_a_folder_of_splits(tmp_path, caplog):
+    root = _split_tree(tmp_path / "flowers", ("test", "Train", "validation"))
+    with caplog.at_level(logging.WARNING, logger="extract"):
+        listing = ClassPerFolder().list_images(root)
+    assert listing.class_names == ["Train", "test", "validation"]  # as before: each split a class
+    [record] = [r for r in caplog.records if r.name == "extract"]
+    assert record.getMessage() == (
+        f"warning: {root}'s class folders Train, validation, test look like splits holding class folders; "
+        f"class-per-folder makes each split a class: pass one split's folder (--dataset {root / 'Train'})")
+
+
+@pytest.mark.parametrize("layout", [
+    ("train", "val", "daisy"),  # a class that is not a split
+    ("train", "test"),  # with images in the splits themselves, not class folders
+])
+def test_class_per_folder_says_nothing_of_what_are_classes(tmp_path, caplog, layout):
+    root = tmp_path / "data"
+    if "daisy" in layout:
+        _split_tree(root, layout)
+    else:
+        for split in layout:
+            touch(root / split / "1.jpg")
+    with caplog.at_level(logging.WARNING, logger="extract"):
+        ClassPerFolder().list_images(root)
+    assert "look like splits" not in caplog.text
 
 
 def test_unknown_layout_is_a_settings_error_and_a_usage_error(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,6 +287,16 @@ def test_a_file_is_extended_in_its_own_precision_unless_told(source, tmp_path):
         assert ff.attrs["precision"] == "float32"
 
 
+@pytest.fixture(scope="module")
+def small_file(source, tmp_path_factory) -> tuple[Path, Path]:
+    """2 images per class and their finished file, with ARGS."""
+    tmp = tmp_path_factory.mktemp("small")
+    data = dataset(source, tmp / "flowers", per_class=2)
+    out = tmp / "f.hdf5"
+    assert run_module("extract", "--dataset", data, "-o", out, *ARGS).returncode == 0
+    return data, out
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -297,10 +308,10 @@ def test_a_file_is_extended_in_its_own_precision_unless_told(source, tmp_path):
         (("--precision", "bf16"), "precision: float32 -> bf16"),
     ],
 )
-def test_changed_settings_are_refused_unless_overwrite(source, tmp_path, change, message):
-    data = dataset(source, tmp_path / "flowers", per_class=2)
+def test_changed_settings_are_refused_unless_overwrite(small_file, tmp_path, change, message):
+    data, extracted = small_file
     out = tmp_path / "f.hdf5"
-    assert run_module("extract", "--dataset", data, "-o", out, *ARGS).returncode == 0
+    shutil.copy(extracted, out)  # the test overwrites it
     before = out.read_bytes()
     argv = [*ARGS, *change]  # later options win
     result = run_module("extract", "--dataset", data, "-o", out, *argv)

@@ -233,16 +233,18 @@ def assert_same_search(before, after, X, y, train, test, *, tol_before=PATH_TOL,
     span = Span(Z)
     raw_views = [X[test]] + ([mirror[test]] if tta else [])
     views = [rows_of(span(projection.transform(v))) for v in raw_views]
-    decided = []
+    decided, achieved = [], []
     for result, tol_result in ((before, tol_before), (after, tol_after)):
         problem = Problem(span(Z), y_fit, result.best_params["C"])
         theta = problem.optimum()
-        gradient = problem.gradient(span.parameters(result.estimator, projection))
-        assert np.linalg.norm(gradient) <= np.sqrt(params) * tol_result  # it stopped within tol
+        gradient = np.linalg.norm(problem.gradient(span.parameters(result.estimator, projection)))
+        assert gradient <= np.sqrt(params) * tol_result  # it stopped within its tolerance
+        # Here its own gradient is known: it bounds the fit nearer than the tolerance does.
+        achieved.append(gradient / np.sqrt(params))
         probas = [problem.proba(theta, A) for A in views]
         spreads = [problem.moves(theta, A, 1.0, params) for A in views]  # per unit of tolerance
         reference = np.mean(probas, axis=0)
-        moves = np.mean([class_moves(P, tol_result * R) for P, R in zip(probas, spreads, strict=True)],
+        moves = np.mean([class_moves(P, achieved[-1] * R) for P, R in zip(probas, spreads, strict=True)],
                         axis=0)
         proba = np.mean([result.estimator.predict_proba(v) for v in raw_views], axis=0)
         assert np.all(np.abs(proba - reference) <= moves + SCORE_ROUNDING)
@@ -254,9 +256,9 @@ def assert_same_search(before, after, X, y, train, test, *, tol_before=PATH_TOL,
         return None
     both_decided = decided[0] & decided[1]
     np.testing.assert_array_equal(after.test_pred[both_decided], before.test_pred[both_decided])
-    return (tol_before + tol_after) * spreads[0]  # how far the test rows' logit differences may differ
+    return sum(achieved) * spreads[0]  # how far the test rows' logit differences may differ
 
-
+@pytest.mark.slow
 def test_path_finds_the_grid_searchs_c_scores_and_predictions():
     X, mirror, y = wide()
     before, after, train, test = both(X, y)
@@ -267,8 +269,9 @@ def test_path_finds_the_grid_searchs_c_scores_and_predictions():
     np.testing.assert_array_equal(model.predict(X[test]), after.test_pred)
 
 
+@pytest.mark.slow
 def test_path_with_mirrors_trained_and_test_time_mirrors():
-    X, mirror, y = wide()
+    X, mirror, y = wide(rows=100)  # 75 training images and their 75 mirrors, still 2,000 features
     before, after, train, test = both(X, y, mirror=mirror, augment=True, tta=True)
     assert_same_search(before, after, X, y, train, test, mirror=mirror, augment=True, tta=True)
     assert after.augment and after.tta and after.train_rows == 2 * (len(y) - len(test))

@@ -10,7 +10,8 @@ import pytest
 
 from classify import SettingsError, train_and_evaluate
 from classify.__main__ import build_parser
-from classify.settings import TrainSettings, flags_of, option_table
+from classify.settings import TrainSettings, option_table
+from extract.options import flags_of
 
 NOT_SETTINGS = {"features", "outputs", "on_result"}  # the file, and Python-only hooks
 

@@ -146,7 +146,7 @@ from its maps: extract them with --layer LAYER --pooling flatten (this file: blo
 def training_precision(recorded: str | None) -> str:
     """The precision fine-tuning trains in when none is asked for: the feature file's own
     (``recorded``), but float32 for a bf16 file where nothing here computes bfloat16 natively
-    (emulated bf16 is several times slower than float32 on such a CPU).
+    (emulated bf16 can be several times slower than float32).
 
     Examples
     --------

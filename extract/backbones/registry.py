@@ -23,15 +23,16 @@ from .outputs import poolings_of
 FAMILIES: dict[str, BackboneFamily] = {}
 
 
-def register_backbone_family(family: BackboneFamily) -> BackboneFamily:
-    """Register ``family`` (a :class:`BackboneFamily`): from then on ``load_backbone``,
-    ``extract_features`` and ``python -m extract`` build the requests it claims. Families
-    registered later are asked first, so one of your own can take over requests a built-in
-    family would claim. Returns ``family``. The registry is per process: for ``engine="ray"``
-    register it at the import of a module that the Ray workers import too.
+def register_backbone_family(family: BackboneFamily, *, replace: bool = False) -> BackboneFamily:
+    """Register ``family`` (a :class:`BackboneFamily`) under ``family.name``: from then on
+    ``load_backbone``, ``extract_features`` and ``python -m extract`` build the requests it
+    claims. Families registered later are asked first, so one of your own can take over
+    requests a built-in family would claim; a replacement (``replace=True``) is asked where the
+    family it replaces was. Returns ``family``. The registry is per process: for
+    ``engine="ray"`` register it at the import of a module that the Ray workers import too.
 
-    Raises :class:`ValueError` when ``family`` lacks a part of the protocol or its name is
-    taken (:func:`unregister_backbone_family` frees it).
+    Raises :class:`ValueError` when ``family`` lacks a part of the protocol, or its name is
+    taken unless ``replace`` (:func:`unregister_backbone_family` frees a name).
 
     Examples
     --------
@@ -44,13 +45,13 @@ def register_backbone_family(family: BackboneFamily) -> BackboneFamily:
         missing = [name for name in ("name", "outputs", "named_weights", *_METHODS)
                    if not hasattr(family, name)]
         raise ValueError(f"{family!r} is not a BackboneFamily: it lacks {', '.join(missing)}")
-    if family.name in FAMILIES:
+    if family.name in FAMILIES and not replace:
         raise ValueError(f"a backbone family named {family.name!r} is registered already; "
-                         "unregister_backbone_family it first")
+                         "pass replace=True to replace it")
     unknown = set(family.outputs) - {"maps", "tokens"}
     if unknown:
         raise ValueError(f"family {family.name!r}: outputs {sorted(unknown)} are none of maps, tokens")
-    FAMILIES[family.name] = family
+    FAMILIES[family.name] = family  # a name already there keeps its place in the order of asking
     return family
 
 

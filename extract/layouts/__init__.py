@@ -24,7 +24,7 @@ from .class_per_folder import ClassPerFolder
 #: What a layout's ``--dataset`` names.
 READS = ("folder", "file")
 
-DEFAULT_LAYOUT = "class-per-folder"
+DEFAULT_LAYOUT = ClassPerFolder.name
 
 
 @runtime_checkable
@@ -33,6 +33,9 @@ class DatasetLayout(Protocol):
 
     Attributes
     ----------
+    name : str
+        Its ``--layout`` name (and ``extract_features(layout=...)``), under which
+        :func:`register_layout` registers it.
     reads : {"folder", "file"}
         What ``--dataset`` names for this layout: a folder, or a file (a manifest), found by
         name in the data folder or as a path.
@@ -45,6 +48,7 @@ class DatasetLayout(Protocol):
     True
     """
 
+    name: str
     reads: str
     description: str
 
@@ -65,26 +69,31 @@ class DatasetLayout(Protocol):
 LAYOUTS: dict[str, DatasetLayout] = {}
 
 
-def register_layout(name: str, layout: DatasetLayout) -> DatasetLayout:
-    """Register ``layout`` as ``--layout name`` (and ``extract_features(layout=name)``).
+def register_layout(layout: DatasetLayout, *, replace: bool = False) -> DatasetLayout:
+    """Register ``layout`` as ``--layout <layout.name>`` (and ``extract_features(layout=...)``).
     Returns ``layout``.
 
     Raises :class:`ValueError` when ``layout`` lacks a part of :class:`DatasetLayout`, reads
-    something other than a folder or a file, or ``name`` is taken (:func:`unregister_layout`
-    frees it).
+    something other than a folder or a file, or its name is taken, unless ``replace`` (a
+    replacement keeps the replaced layout's place in ``--help``; :func:`unregister_layout`
+    frees a name).
 
     Examples
     --------
     >>> from extract import register_layout
-    >>> register_layout("csv", CsvManifest())  # doctest: +SKIP
+    >>> register_layout(CsvManifest())  # doctest: +SKIP
     >>> extract_features("train.csv", layout="csv", backbone="mobilenetv2")  # doctest: +SKIP
     """
     if not isinstance(layout, DatasetLayout):
-        raise ValueError(f"{layout!r} is not a DatasetLayout: it needs reads, description and list_images")
+        raise ValueError(f"{layout!r} is not a DatasetLayout: it needs name, reads, description and "
+                         "list_images")
+    name = layout.name
     if layout.reads not in READS:
         raise ValueError(f"layout {name!r} reads {layout.reads!r}; it must read one of {', '.join(READS)}")
-    if not name or name in LAYOUTS:
-        raise ValueError(f"a layout named {name!r} is registered already; unregister_layout it first")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{layout!r} has no name; set its name attribute to its --layout name")
+    if name in LAYOUTS and not replace:
+        raise ValueError(f"a layout named {name!r} is registered already; pass replace=True to replace it")
     LAYOUTS[name] = layout
     return layout
 
@@ -103,19 +112,19 @@ def unregister_layout(name: str) -> DatasetLayout:
 
 
 @contextlib.contextmanager
-def registered_layout(name: str, layout: DatasetLayout) -> Iterator[DatasetLayout]:
-    """Register ``layout`` as ``name`` for the length of a ``with`` block (tests, notebooks).
+def registered_layout(layout: DatasetLayout) -> Iterator[DatasetLayout]:
+    """Register ``layout`` for the length of a ``with`` block (tests, notebooks).
 
     Examples
     --------
-    >>> with registered_layout("csv", CsvManifest()):  # doctest: +SKIP
+    >>> with registered_layout(CsvManifest()):  # doctest: +SKIP
     ...     extract_features("train.csv", layout="csv")
     """
-    register_layout(name, layout)
+    register_layout(layout)
     try:
         yield layout
     finally:
-        LAYOUTS.pop(name, None)
+        LAYOUTS.pop(layout.name, None)
 
 
 def layout_named(name: str) -> DatasetLayout:
@@ -131,7 +140,7 @@ def layout_named(name: str) -> DatasetLayout:
     return LAYOUTS[name]
 
 
-register_layout(DEFAULT_LAYOUT, ClassPerFolder())
+register_layout(ClassPerFolder())
 
 __all__ = [
     "DEFAULT_LAYOUT",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,11 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..listing import IMAGE_EXTENSIONS, ImageListing
+
+log = logging.getLogger("extract")
+
+#: Folder names of a dataset's splits, lower case, by the order splits are told in.
+SPLIT_NAMES = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2, "testing": 2}
 
 
 class ClassPerFolder:
@@ -23,6 +29,7 @@ class ClassPerFolder:
     (17, 1360)
     """
 
+    name = "class-per-folder"
     reads = "folder"
     description = "one sub-folder of images per class (the folder names are the classes)"
 
@@ -56,6 +63,7 @@ def list_class_folders(root: str | os.PathLike, exclude: Sequence[str] = ()) -> 
             f"{', ...' if len(all_class_dirs) > 20 else ''})"
         )
     class_dirs = [p for p in all_class_dirs if p.name not in set(exclude)]
+    warn_if_splits(root, class_dirs)
     paths: list[str] = []
     labels: list[int] = []
     class_names: list[str] = []
@@ -80,6 +88,27 @@ def list_class_folders(root: str | os.PathLike, exclude: Sequence[str] = ()) -> 
         empty_classes=empty,
         excluded_classes=sorted(set(exclude)),
     )
+
+
+def warn_if_splits(root: Path, class_dirs: Sequence[Path]) -> bool:
+    """Log one warning when the class folders look like a pre-split dataset's splits (every
+    one named train, val, test or the like, each holding sub-folders): class-per-folder would
+    make each split a class. True when it warned.
+
+    Examples
+    --------
+    >>> warn_if_splits(Path("flowers"), [Path("flowers/train"), Path("flowers/val")])  # doctest: +SKIP
+    True
+    """
+    if not class_dirs or any(p.name.lower() not in SPLIT_NAMES for p in class_dirs):
+        return False
+    if not all(any(sub.is_dir() and not sub.name.startswith(".") for sub in p.iterdir()) for p in class_dirs):
+        return False  # folders of images alone may be classes so named; splits hold class folders
+    splits = sorted(class_dirs, key=lambda p: (SPLIT_NAMES[p.name.lower()], p.name))
+    log.warning(f"warning: {root}'s class folders {', '.join(p.name for p in splits)} look like splits "
+                "holding class folders; class-per-folder makes each split a class: pass one split's "
+                f"folder (--dataset {root / splits[0].name})")
+    return True
 
 
 def _class_files(root: Path, class_dir: Path, ignored: list[str]) -> list[str]:
