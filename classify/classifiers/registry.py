@@ -20,9 +20,10 @@ after which ``train_and_evaluate(..., models=["knn"])``, ``--save`` and ``predic
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -127,24 +128,8 @@ class Classifier:
 _REGISTRY: dict[str, Classifier] = {}
 
 
-class Registry(Mapping[str, Classifier]):
-    """The registered classifiers by name, in the order registered (read-only view)."""
-
-    def __getitem__(self, name: str) -> Classifier:
-        return _REGISTRY[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __repr__(self) -> str:
-        return f"CLASSIFIERS({', '.join(_REGISTRY)})"
-
-
 #: Every registered classifier, by ``--model`` name.
-CLASSIFIERS = Registry()
+CLASSIFIERS: Mapping[str, Classifier] = MappingProxyType(_REGISTRY)  # a read-only, live view
 
 
 def register_classifier(entry: Classifier, *, replace: bool = False) -> Classifier:

@@ -22,8 +22,9 @@ or for the built-ins their own keywords and flags (``json=``/``--json``, ``save=
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ..errors import SettingsError
@@ -66,21 +67,8 @@ class Output:
 _REGISTRY: dict[str, Output] = {}
 
 
-class Registry(Mapping[str, Output]):
-    """The registered outputs by name, in the order registered (read-only view)."""
-
-    def __getitem__(self, name: str) -> Output:
-        return _REGISTRY[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_REGISTRY)
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-
 #: Every registered output, by name.
-OUTPUTS = Registry()
+OUTPUTS: Mapping[str, Output] = MappingProxyType(_REGISTRY)  # a read-only, live view
 
 
 def register_output(output: Output, *, replace: bool = False) -> Output:
