@@ -28,6 +28,18 @@ def _need(path: Path) -> Path:
     return path
 
 
+#: Fixtures that read ../shared: a test that uses one (through any fixture) needs_shared.
+SHARED_FIXTURES = frozenset({"flowers17", "mobilenetv2_notop", "mobilenetv2_top", "pandas"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark needs_shared from what a test uses, so that no test that reads ../shared lacks it."""
+    for item in items:
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_shared)
+
+
 @pytest.fixture(scope="session")
 def flowers17() -> Path:
     return _need(FLOWERS17)

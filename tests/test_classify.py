@@ -228,9 +228,13 @@ def test_row_space_search_has_the_raw_features_optimum():
     result = run_search("logreg", estimator, {"C": [0.05]}, X, y, train, test, row_space=True)
     assert result.dim <= len(train) < X.shape[1] and type(result.estimator).__name__ == "Pipeline"
     raw = LogisticRegression(C=0.05, tol=1e-9, max_iter=10_000).fit(X[train], y[train])
-    np.testing.assert_allclose(result.estimator.decision_function(X[test]), raw.decision_function(X[test]),
-                               rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(result.test_pred, raw.predict(X[test]))
+    ours, theirs = result.estimator.decision_function(X[test]), raw.decision_function(X[test])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    # Two solvers agree to that tolerance only: predictions are compared where it decides them.
+    top2 = np.sort(theirs, axis=1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > 2 * (1e-4 + 1e-4 * np.abs(top2).max(axis=1))
+    assert decided.mean() > 0.9
+    np.testing.assert_array_equal(result.test_pred[decided], raw.predict(X[test])[decided])
 
 
 def test_wide_features_model_is_saved_for_raw_features(tmp_path):
@@ -253,6 +257,7 @@ def _table_values(table: str, label: str) -> list[float]:
     return [float(v.rstrip("*")) for v in line[len(label):].split()]
 
 
+@pytest.mark.slow
 def test_several_models_end_with_a_side_by_side_table(tmp_path):
     features = tmp_path / "blobs.hdf5"
     blobs_file(features, spread=1.0)  # overlapping classes: the models differ
@@ -278,6 +283,7 @@ def test_several_models_end_with_a_side_by_side_table(tmp_path):
     assert [v.endswith("*") for v in table.splitlines()[-3].split()[1:]] == [a == best for a in accuracy]
 
 
+@pytest.mark.slow
 def test_compare_saved_runs_and_refuse_other_splits(tmp_path):
     features = tmp_path / "blobs.hdf5"
     blobs_file(features, spread=1.0)

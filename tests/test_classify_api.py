@@ -80,6 +80,7 @@ def lib_run(blobs, tmp_path_factory):
     return results, seen, out
 
 
+@pytest.mark.slow
 def test_library_and_cli_give_the_same_reports_and_files(cli_run, lib_run, blobs):
     done, cli = cli_run
     results, seen, lib = lib_run
@@ -301,6 +302,7 @@ def test_unfinished_file_is_classified_without_the_classes_not_reached_yet(tmp_p
     assert result.confusion_matrix.shape == (3, 3)
 
 
+@pytest.mark.slow
 def test_compare_is_the_cli_table(cli_run, tmp_path):
     _, cli = cli_run
     paths = [cli / "r.logreg.json", cli / "r.rf.json"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_subset, run_module
+from conftest import assert_same_features, make_subset, run_module
 
 from extract.decoding import DECODERS, decoded_batches
 from extract.sources import ImageListing, list_images
@@ -61,6 +61,7 @@ def test_an_unknown_decoder_is_refused():
     assert DECODERS == ("processes", "threads")
 
 
+@pytest.mark.slow
 def test_features_from_process_decoding_are_bit_equal_to_thread_decoding(data, tmp_path):
     files = {}
     for decoder, workers in (("threads", "2"), ("processes", "2"), ("processes", "1")):
@@ -126,8 +127,9 @@ def test_background_writer_raises_the_first_failure_and_drops_later_calls():
 def test_background_writer_bounds_what_waits():
     gate = threading.Event()
     background = BackgroundWriter(max_pending=2)
-    background.call(gate.wait, 10)  # taken by the thread, which then waits
-    time.sleep(0.2)
+    taken = threading.Event()
+    background.call(lambda: (taken.set(), gate.wait(10)))  # taken by the thread, which then waits
+    assert taken.wait(60)
     background.call(len, [])
     background.call(len, [])  # the queue is now full
     blocked = threading.Thread(target=background.call, args=(len, []))
@@ -161,7 +163,7 @@ def test_a_padded_last_batch_gives_the_rows_of_the_unpadded_one(data):
     alone = loaded.embed_all(batch.images)[0]
     padded = loaded.embed_all(batch.images, pad_to=8)[0]
     assert padded.shape == alone.shape == (len(batch.decoded), 2 * 2 * 512)
-    np.testing.assert_allclose(padded, alone, rtol=1e-5, atol=1e-6)
+    assert_same_features(padded, alone)  # another batch shape: maybe another kernel
 
 
 @pytest.mark.parametrize("backbone", ["vgg16", "mobilenetv2", "densenet121"])  # caffe, tf, torch modes

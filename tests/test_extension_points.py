@@ -193,6 +193,7 @@ def test_a_a_classifier_registered_from_outside_searches_saves_and_predicts(tmp_
     assert [p.predicted for p in predictions] == [Path(p.path).parent.name for p in predictions]
 
 
+@pytest.mark.slow
 def test_d_an_output_registered_from_outside_writes_one_more_file_per_run(tmp_path):
     from classify import OUTPUTS, Output, register_output, train_and_evaluate, unregister_output
     from features import FeatureWriter

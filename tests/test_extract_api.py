@@ -45,6 +45,7 @@ def _error_line(result) -> str:
     return lines[0].split("error: ", 1)[1]
 
 
+@pytest.mark.slow
 def test_library_call_writes_the_file_the_command_writes(tiny, tmp_path, capfd):
     cli = run_module("extract", "--dataset", tiny, "-o", tmp_path / "cli.hdf5", *SMALL_ARGS)
     assert cli.returncode == 0, cli.stderr
@@ -113,6 +114,7 @@ def test_pillow_limit_and_warning_filters_are_left_as_they_were(tiny, tmp_path):
     assert Image.MAX_IMAGE_PIXELS == limit
 
 
+@pytest.mark.slow
 def test_empty_class_folder_is_named_and_left_out(tiny, tmp_path, caplog):
     (tiny / "tulip").mkdir()
     (tiny / "tulip" / "notes.txt").write_text("no images here")
@@ -127,6 +129,7 @@ def test_empty_class_folder_is_named_and_left_out(tiny, tmp_path, caplog):
     assert result.returncode == 0 and "left out: tulip" in result.stderr
 
 
+@pytest.mark.slow
 def test_excluded_classes_are_left_out_and_recorded(tiny, tmp_path):
     result = run_module("extract", "--dataset", tiny, "-o", tmp_path / "o.hdf5", *SMALL_ARGS,
                         "--exclude-class", "green")
@@ -137,6 +140,7 @@ def test_excluded_classes_are_left_out_and_recorded(tiny, tmp_path):
         assert json.loads(ff.attrs["excluded_classes"]) == ["green"]
 
 
+@pytest.mark.slow
 def test_registry_leaves_out_caltech_background_unless_asked(tmp_path):
     root = tmp_path / "caltech101"
     for k, name in enumerate(("BACKGROUND_Google", "accordion", "airplanes")):
@@ -179,6 +183,7 @@ def test_weights_path_is_recorded_for_a_weights_file(tiny, tmp_path):
         assert f.attrs["weights"] == copy.name
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_lines_are_hidden_unless_verbose(tiny, tmp_path):
     # TensorFlow turns oneDNN on by itself only on some CPUs (and then announces it at import);
     # asked to, it does on any x86-64 CPU, so the notice is there to be hidden or shown.
@@ -230,11 +235,13 @@ def test_interrupt_is_a_keyboard_interrupt_that_says_what_stays(tiny, tmp_path, 
     assert extract_features(tiny, output=tmp_path / "o.hdf5", progress=False, **SMALL).written == 9
 
 
+@pytest.mark.slow
 def test_command_exits_130_on_sigint(flowers17, tmp_path):
     import os
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
     from conftest import make_subset
@@ -248,11 +255,25 @@ def test_command_exits_130_on_sigint(flowers17, tmp_path):
         # script) inherits SIGINT ignored, and so would the command.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    for line in process.stderr:  # wait until the backbone is loaded and running
-        if "features per image" in line:
-            break
-    time.sleep(3)
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+    reader.start()  # drained all along, so that the command never blocks on a full pipe
+    deadline = time.monotonic() + 300
+    while _rows_committed(tmp_path / "o.hdf5") < 8:  # interrupted mid-run: after a commit
+        assert process.poll() is None and time.monotonic() < deadline, "".join(stderr)
+        time.sleep(0.05)  # polls a file the command writes; orders nothing
     process.send_signal(signal.SIGINT)
-    rest = process.stderr.read()
     assert process.wait(timeout=120) == 130
+    reader.join(timeout=30)
+    rest = "".join(stderr)
     assert "extract: interrupted; rows committed so far stay in" in rest and "Traceback" not in rest
+    assert 8 <= _rows_committed(tmp_path / "o.hdf5") < 80
+
+
+def _rows_committed(path) -> int:
+    """Rows the index at ``path`` says are committed (0 before the first commit): the writer
+    replaces the index by an atomic rename, so it is whole whenever it is there."""
+    if not path.exists():
+        return 0
+    with h5py.File(path, "r") as f:
+        return int(f.attrs.get("rows_committed", 0))

@@ -54,6 +54,7 @@ def test_missing_known_dataset_is_one_line(tmp_path):
     assert len(lines) == 1 and "scripts/download.py flowers17" in lines[0]
 
 
+@pytest.mark.slow
 def test_imagenet_offline_fails_with_one_line_naming_the_alternatives(tiny_dataset, tmp_path):
     # Nothing listens on port 9: the download fails at once, as it does offline.
     offline = {"KERAS_HOME": str(tmp_path / "keras"), "https_proxy": "http://127.0.0.1:9",
@@ -68,6 +69,7 @@ def test_imagenet_offline_fails_with_one_line_naming_the_alternatives(tiny_datas
     assert not (tmp_path / "o.hdf5").exists()
 
 
+@pytest.mark.slow
 def test_weights_file_that_is_missing_or_does_not_fit(tiny_dataset, tmp_path):
     result = run_module("extract", "--dataset", tiny_dataset, "--weights", tmp_path / "none.h5",
                         "--output", tmp_path / "o.hdf5")
@@ -85,6 +87,7 @@ def test_output_folder_must_exist(tiny_dataset, tmp_path):
     assert result.returncode == 1 and "does not exist" in result.stderr
 
 
+@pytest.mark.slow
 def test_summary_line_and_default_output_name(tiny_dataset, tmp_path):
     result = run_module("extract", "--dataset", tiny_dataset, "--weights", "hed-bsds500",
                         "--image-size", "32", "--pooling", "avg", cwd=tmp_path)

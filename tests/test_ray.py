@@ -165,9 +165,13 @@ def test_ray_file_with_mirrors_equals_the_local_engines(ray_installed, data, loc
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.needs_shared
-def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, local, tmp_path):
+def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, local, tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
+    # The actors run in workers of the nodes' raylets, which take this process' environment,
+    # not the driver's: the hook is set before the nodes start.
+    for name, value in hook_env(tmp_path, WAIT_FOR_NODES="2").items():
+        monkeypatch.setenv(name, value)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1)
@@ -179,7 +183,7 @@ def test_shards_are_written_on_both_nodes_of_a_cluster(ray_installed, data, loca
         # too, so the next shard goes to the idle one whatever the machine's speed.
         done = run_module(
             "extract", "--dataset", data, "-o", out, *HED, *RAY, "--workers", "2",
-            "--ray-address", cluster.address, cwd=tmp_path, env=hook_env(tmp_path, WAIT_FOR_NODES="2"),
+            "--ray-address", cluster.address, cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
         assert "on 2 Ray nodes" in done.stdout

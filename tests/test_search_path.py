@@ -258,6 +258,7 @@ def assert_same_search(before, after, X, y, train, test, *, tol_before=PATH_TOL,
     np.testing.assert_array_equal(after.test_pred[both_decided], before.test_pred[both_decided])
     return sum(achieved) * spreads[0]  # how far the test rows' logit differences may differ
 
+
 @pytest.mark.slow
 def test_path_finds_the_grid_searchs_c_scores_and_predictions():
     X, mirror, y = wide()
@@ -295,6 +296,8 @@ def test_two_classes_fit_one_sigmoid_as_logistic_regression_does():
     if logit_moves is not None:  # the same C
         difference = after.estimator.decision_function(X[test]) - before.estimator.decision_function(X[test])
         assert np.all(np.abs(difference) <= logit_moves)
+
+
 def test_other_grids_and_narrow_features_keep_the_grid_search():
     X, _, y = wide(rows=60, dim=400, classes=3)
     train, test = stratified_split(y, 0.25, 42)

@@ -28,6 +28,7 @@ def test_registry_holds_all_40_keras_applications():
     assert all(b.name == b.application.lower() for b in BACKBONES.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_every_entry_builds_with_its_layer_sizes_and_preprocessing(name, monkeypatch):
     """Built at its native size (building costs the same at any size: the weights do not depend
@@ -61,6 +62,7 @@ def test_every_entry_builds_with_its_layer_sizes_and_preprocessing(name, monkeyp
     gc.collect()
 
 
+@pytest.mark.slow
 def test_smallest_input_runs_for_a_model_of_each_family():
     for name in ("xception", "inceptionv3", "efficientnetb0", "convnexttiny", "mobilenetv3small"):
         size = BACKBONES[name].min_size
@@ -125,6 +127,7 @@ def test_layers_equal_plain_keras_sub_models_and_separate_runs(small_flowers, tm
             np.testing.assert_allclose(a.load_features(), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_layers_resume_and_refuse_each_file(small_flowers, tmp_path):
     args = ("--dataset", small_flowers, "--weights", "hed-bsds500", "--image-size", "32", "-q",
             "-o", tmp_path / "o.hdf5")
@@ -136,6 +139,7 @@ def test_layers_resume_and_refuse_each_file(small_flowers, tmp_path):
     assert other.returncode == 1 and "layer: block5_pool -> block4_pool" in other.stderr
 
 
+@pytest.mark.slow
 def test_predictions_of_mobilenetv2_with_its_top_sum_to_one(small_flowers, tmp_path):
     weights = _need(MOBILENETV2_TOP)
     summary = extract_features(small_flowers, output=tmp_path / "p.hdf5", backbone="mobilenetv2",
@@ -151,6 +155,7 @@ def test_predictions_of_mobilenetv2_with_its_top_sum_to_one(small_flowers, tmp_p
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, size", [("resnet50", 64), ("inceptionv3", 299), ("efficientnetb0", 64)])
 def test_weights_file_saved_from_a_zoo_model_gives_plain_keras_features(small_flowers, tmp_path, name, size):
     """A weights file saved from a zoo model (random weights, with ImageNet's normalisation
@@ -188,6 +193,7 @@ def test_weights_file_saved_from_a_zoo_model_gives_plain_keras_features(small_fl
             assert np.abs(np.asarray(naive) - expected).max() > 0.1 * scale
 
 
+@pytest.mark.slow
 def test_your_own_saved_model_with_a_named_preprocessing(small_flowers, tmp_path):
     import keras
 
@@ -256,6 +262,7 @@ def test_file_records_the_layer(small_flowers, tmp_path):
         assert f.attrs["layer"] == "block3_conv3" and f["features"].shape == (10, 256)
 
 
+@pytest.mark.slow
 def test_a_layer_below_the_top_taken_with_a_top_layer_resumes_and_predicts(flowers17, tmp_path):
     """With a top layer in the run, the model (and weights file) with the top computes every
     layer: extending the files, rebuilding one of them alone, and predict all use that model."""

@@ -51,6 +51,7 @@ PATH_MAX_ITER = 100
 #: Most conjugate-gradient iterations per Newton step (far above what steps take; docs/logreg-path.md).
 CG_MAX_ITER = 250
 
+
 def path_eligible(estimator: Any, grid: dict[str, list[Any]]) -> bool:
     """True when ``estimator`` is an L2-penalised ``LogisticRegression`` (lbfgs, with
     intercept, no class weights) and ``grid`` varies only ``C``: what :func:`path_search`
