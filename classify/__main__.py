@@ -134,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import ClassifyError, SettingsError
     from .evaluation.results import side_by_side_table
 
+    report = sys.stdout
+
     def show(result) -> None:
-        print(result.report, flush=True)  # searches are long: each report as soon as it is ready
+        print(result.report, file=report, flush=True)  # searches are long: each as soon as it is ready
 
     try:
-        with stderr_log():
+        # stdout carries the reports alone: whatever else prints there during the run (Ray's
+        # notices of a worker that died and was replaced, say) goes to stderr.
+        with stderr_log(), contextlib.redirect_stdout(sys.stderr):
             results = train_and_evaluate(args.features, **keywords_of(args), on_result=show)
     except SettingsError as exc:
         parser.error(str(exc))  # usage and the message; exits with 2
@@ -268,6 +272,11 @@ def predict_parser() -> argparse.ArgumentParser:
                         help="with --imagenet: a class index laid out as Keras' "
                              "imagenet_class_index.json (default: the copy shipped with featurebank)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the CSV here (default: stdout)")
+    parser.add_argument("--report", action="store_true",
+                        help="with --model on a split-folders tree (train/, val/, test/ of class "
+                             "folders): after the CSV (which then has a split column), a per-class "
+                             "precision / recall / F1 report of each split against its class "
+                             "folders (on stdout with --output, else on stderr)")
     parser.add_argument("--batch-size", type=whole, default=32, metavar="N")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", "-v", action="store_true",
@@ -289,6 +298,8 @@ def predict_main(argv: list[str]) -> int:
                                         ("--class-index", args.class_index)) if value is not None]
         if given:
             parser.error(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --imagenet")
+    elif args.report:
+        parser.error("--report compares a model of yours with class folders: use it with --model")
 
     from extract.tf_logs import start_keras
 
@@ -314,9 +325,14 @@ def predict_main(argv: list[str]) -> int:
         else:
             predictions = prediction.iter_predictions(args.model, args.inputs, weights=args.weights,
                                                       batch_size=args.batch_size, progress=not args.quiet)
+            split = any(s for _, _, s in prediction.labelled_files(args.inputs))
 
             def write(out):
-                prediction.write_csv(predictions, out)
+                seen: list = []
+                prediction.write_csv((seen.append(p) or p for p in predictions), out, split=split)
+                if args.report:
+                    print(prediction.split_reports(seen) or "no images of a split-folders tree to report on",
+                          file=sys.stdout if out is not sys.stdout else sys.stderr)
     except SettingsError as exc:
         parser.error(str(exc))
     except ClassifyError as exc:

@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from .classifiers import get_classifier
+from .errors import SettingsError, named
 from .evaluation.results import ModelResult
 from .settings import TrainSettings, check_grid_values, parse_grid
 
 log = logging.getLogger("classify")
+
+#: Training classes whose sizes differ by more than this many times are worth a warning.
+IMBALANCE = 3
 
 
 def train_and_evaluate(
@@ -28,7 +32,10 @@ def train_and_evaluate(
     models: str | Sequence[str] = ("logreg",),
     *,
     grid: str | Mapping[str, Any] | None = None,
-    test_size: float = 0.25,
+    test_size: float | None = None,
+    use_val: bool = False,
+    resplit: bool = False,
+    class_weight: str | None = None,
     seed: int = 42,
     folds: int = 3,
     jobs: int = -1,
@@ -64,8 +71,21 @@ def train_and_evaluate(
         :func:`classify.register_classifier`; run in the order given, on the same split.
     grid : dict or JSON str, optional
         Parameter lists replacing the model's default grid; one model only.
-    test_size : float
-        Share of each class held out for the test report, strictly between 0 and 1.
+    test_size : float, optional
+        Share of each class held out for the test report, strictly between 0 and 1 (default
+        0.25). A file that stores its dataset's split (split folders, a manifest's split
+        column) is searched on its train rows and reported on its test rows (its val rows where
+        it has no test split) instead, and refuses ``test_size`` unless ``resplit``.
+    use_val : bool
+        With a stored split: choose the parameters on the val rows (one validation fold)
+        instead of cross-validating on train, then refit on train and val.
+    resplit : bool
+        Ignore a stored split: split at random, stratified, by ``test_size`` and ``seed``.
+    class_weight : {"balanced"}, optional
+        Weigh each training row by ``n_rows / (n_classes * rows of its class)`` (scikit-learn's
+        "balanced") in every fit, folds and refit alike, as sample weights; a model whose
+        ``fit`` takes no ``sample_weight`` is refused. Without it a warning says when the
+        training classes differ by more than 3:1.
     seed : int
         Seed of the split, the folds and the models.
     folds : int
@@ -141,7 +161,9 @@ def train_and_evaluate(
     ...                    on_result=lambda r: print(r.report))  # doctest: +SKIP
     """
     names = list(TrainSettings(
-        models=models, grid=grid, test_size=test_size, seed=seed, folds=folds, jobs=jobs, json=json,
+        models=models, grid=grid, test_size=test_size, use_val=use_val, resplit=resplit,
+        class_weight=class_weight, seed=seed,
+        folds=folds, jobs=jobs, json=json,
         save=save, plots=plots, augment=augment, tta=tta, precision=precision, allow_partial=allow_partial,
         verbose=verbose, engine=engine, ray_address=ray_address,
     ).models)
@@ -155,15 +177,19 @@ def train_and_evaluate(
     data = read_features(os.fspath(features), allow_partial=allow_partial, mirrors=augment or tta)
     for name in names:  # a file a model cannot use is refused in one line before any search
         get_classifier(name).prepare(estimators[name], data.provenance, data.path)
-    train, test = split_rows(data, test_size, seed, allow_partial)
+    split = split_rows(data, test_size, seed, allow_partial, use_val=use_val, resplit=resplit)
+    if split.source == "stored":  # a random split is told in each model's first line
+        log.info("%s", split.describe())
+    weights = training_weights(data, split, class_weight, estimators)
     destinations = open_outputs({"json": json, "save": save, "plots": plots, **(outputs or {})})
     settings = {"test_size": test_size, "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
-                "augment": augment, "tta": tta, "precision": precision}
+                "augment": augment, "tta": tta, "precision": precision, "use_val": use_val,
+                "resplit": resplit, "split": split.to_json(), "class_weight": class_weight}
     results: dict[str, ModelResult] = {}
     with search_backend(engine, ray_address):
         for name in names:
-            results[name] = search_model(name, estimators[name], grids[name], data, train, test, settings,
-                                         verbose=verbose)
+            results[name] = search_model(name, estimators[name], grids[name], data, split, settings,
+                                         verbose=verbose, sample_weight=weights)
             if on_result is not None:
                 on_result(results[name])
             write_outputs(results[name], destinations, several=len(names) > 1)
@@ -204,6 +230,7 @@ class FeatureData:
     label_names: list[str]
     provenance: dict[str, Any]
     complete: bool
+    splits: list[str] | None = None
 
 
 def read_features(path: str, *, allow_partial: bool, mirrors: bool) -> FeatureData:
@@ -214,28 +241,67 @@ def read_features(path: str, *, allow_partial: bool, mirrors: bool) -> FeatureDa
         X = ff.load_features()
         mirror = ff.load_mirror_features() if mirrors else None  # one line naming the file and the fix
         complete = bool(ff.attrs.get(schema.COMPLETE, True)) and ff.n_rows == len(ff.features)
-        return FeatureData(path, X, ff.labels, mirror, ff.label_names, ff.attrs, complete)
+        return FeatureData(path, X, ff.labels, mirror, ff.label_names, ff.attrs, complete, ff.splits)
 
 
-def split_rows(data: FeatureData, test_size: float, seed: int, allow_partial: bool) -> tuple[Any, Any]:
-    """The stratified, seeded train / test rows; errors name the file."""
-    from .search.split import SplitError, stratified_split
+def split_rows(data: FeatureData, test_size: float | None, seed: int, allow_partial: bool, *,
+               use_val: bool = False, resplit: bool = False) -> Any:
+    """The file's stored split (:func:`~classify.search.split.stored_split`) unless ``resplit``,
+    else the stratified, seeded train / test rows; errors name the file."""
+    from .search.split import RowSplit, SplitError, stored_split, stratified_split
 
+    stored = data.splits is not None and not resplit
+    if stored and test_size is not None:
+        raise SettingsError(f"{data.path} holds its dataset's own split: {named('test_size')} does not "
+                            f"apply; leave it out, or pass --resplit (resplit=True) to split at random")
+    if use_val and not stored:
+        raise SettingsError(f"{named('use_val')} chooses on a stored val split, and {data.path} has "
+                            "none (extract a split-folders dataset or a manifest with a split column)")
     try:
+        if stored:
+            return stored_split(data.splits, use_val)
         # The last classes of an unfinished file may not have been reached yet.
-        return stratified_split(data.y, test_size, seed, data.label_names,
-                                allow_trailing_empty=allow_partial and not data.complete)
+        share = 0.25 if test_size is None else test_size
+        train, test = stratified_split(data.y, share, seed, data.label_names,
+                                       allow_trailing_empty=allow_partial and not data.complete)
+        return RowSplit(train, test)
     except SplitError as exc:
         raise SplitError(f"{data.path}: {exc}") from None
 
 
-def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: FeatureData, train: Any,
-                 test: Any, settings: dict[str, Any], *, verbose: int) -> ModelResult:
+def training_weights(data: FeatureData, split: Any, class_weight: str | None,
+                     estimators: Mapping[str, Any]) -> Any:
+    """The sample weight of each training row (None without ``class_weight``); a warning when
+    the training classes differ by more than 3:1, and a one-line refusal for a model whose
+    ``fit`` takes no weights."""
+    import numpy as np
+    from sklearn.utils.class_weight import compute_sample_weight
+    from sklearn.utils.validation import has_fit_parameter
+
+    y = data.y[split.train]
+    counts = np.bincount(y, minlength=len(data.label_names))
+    present = counts[counts > 0]
+    if class_weight is None and len(present) and present.max() > IMBALANCE * present.min():
+        big, small = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+        log.warning(f"warning: the training classes differ by more than {IMBALANCE}:1 "
+                    f"({data.label_names[big]}: {counts[big]} rows, {data.label_names[small]}: "
+                    f"{counts[small]}); --class-weight balanced weighs them equally")
+    if class_weight is None:
+        return None
+    for name, estimator in estimators.items():
+        if not has_fit_parameter(estimator, "sample_weight"):
+            raise SettingsError(f"{name} takes no sample weights in fit: leave out {named('class_weight')}")
+    return compute_sample_weight(class_weight, y)
+
+
+def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: FeatureData, split: Any,
+                 settings: dict[str, Any], *, verbose: int, sample_weight: Any = None) -> ModelResult:
     """One model's search on the training rows and its evaluation on the test rows."""
     from .search.grid import run_search
     from .search.split import SplitError
 
     entry, augment, tta = get_classifier(name), settings["augment"], settings["tta"]
+    train, test = split.train, split.test
     log.info(
         "%d rows, %d features, %d classes; %d train%s / %d test%s; searching %s over %s",
         len(data.y), data.X.shape[1], len(data.label_names), len(train),
@@ -249,7 +315,7 @@ def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: Fe
             name, estimator, grid, data.X, data.y, train, test, folds=settings["folds"],
             seed=settings["seed"], jobs=search_jobs, verbose=verbose, row_space=entry.linear_l2,
             select=entry.select, label_names=data.label_names, mirror=data.mirror, augment=augment,
-            tta=tta, c_path=entry.regularisation_path,
+            tta=tta, c_path=entry.regularisation_path, val_fold=split.val_fold, sample_weight=sample_weight,
         )
     except SplitError as exc:
         raise SplitError(f"{data.path}: {exc}") from None

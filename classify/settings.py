@@ -90,11 +90,15 @@ def _candidates(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple, range)) else [value]
 
 
+#: ``class_weight=`` choices: none, or scikit-learn's "balanced".
+CLASS_WEIGHTS = (None, "balanced")
+
+
 def check_settings(
     *,
     models: list[str],
     grid: str | Mapping[str, Any] | None,
-    test_size: float,
+    test_size: float | None,
     seed: int,
     folds: int,
     jobs: int,
@@ -103,12 +107,16 @@ def check_settings(
     augment: bool = False,
     tta: bool = False,
     precision: str | None = None,
+    use_val: bool = False,
+    resplit: bool = False,
+    class_weight: str | None = None,
 ) -> None:
     """Raise :class:`SettingsError` for any setting :func:`classify.train_and_evaluate` cannot
     run with (the grid's parameter names are checked against the estimator when it is made)."""
     if grid is not None and len(models) > 1:
         raise SettingsError("--grid applies to one model; run the models one at a time to give each a grid")
-    if not isinstance(test_size, numbers.Real) or isinstance(test_size, bool) or not 0.0 < test_size < 1.0:
+    if test_size is not None and (not isinstance(test_size, numbers.Real) or isinstance(test_size, bool)
+                                  or not 0.0 < test_size < 1.0):
         raise SettingsError(f"{named('test_size')} must lie strictly between 0 and 1, got {test_size!r}")
     if not _whole(seed) or not 0 <= seed <= MAX_SEED:
         raise SettingsError(f"{named('seed')} must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
@@ -129,7 +137,12 @@ def check_settings(
             if not get_classifier(model).trains_backbone:
                 raise SettingsError(f"{named('precision')} {precision} is for the models that train "
                                     f"backbone layers (finetune); {model} trains in float32")
-    for name, value in (("augment", augment), ("tta", tta)):
+    if class_weight not in CLASS_WEIGHTS:
+        raise SettingsError(f"{named('class_weight')} must be balanced (or None), got {class_weight!r}")
+    if use_val and resplit:
+        raise SettingsError(f"{named('use_val')} validates on the file's own val split, which "
+                            f"{named('resplit')} sets aside: choose one")
+    for name, value in (("augment", augment), ("tta", tta), ("use_val", use_val), ("resplit", resplit)):
         if not isinstance(value, bool):
             raise SettingsError(f"{named(name)} must be True or False, got {value!r}")
     if not _whole(verbose) or verbose < 0:
@@ -157,8 +170,20 @@ class TrainSettings:
         metavar=lambda: "{" + ",".join(CLASSIFIERS) + "}"))
     grid: str | Mapping[str, Any] | None = field(default=None, metadata=option(
         'parameter grid replacing the default, e.g. \'{"C": [0.01, 0.1, 1]}\'', metavar="JSON"))
-    test_size: float = field(default=0.25, metadata=option(
-        "share of each class held out for the test report (default: 0.25)", metavar="F", text=number))
+    test_size: float | None = field(default=None, metadata=option(
+        "share of each class held out for the test report (default: 0.25); a file that holds its "
+        "dataset's split (split folders, a manifest's split column) is reported on its test split "
+        "instead, and refuses this unless --resplit", metavar="F", text=number))
+    use_val: bool = field(default=False, metadata=option(
+        "with a file's stored split: choose the parameters on its val split (one validation fold) "
+        "instead of cross-validating on train, then refit on train and val", action="store_true"))
+    class_weight: str | None = field(default=None, metadata=option(
+        "balanced: weigh each training row by n_rows / (n_classes x its class's rows), "
+        "scikit-learn's meaning, in every model's fit (sample weights); recorded (default: none)",
+        choices=["balanced"]))
+    resplit: bool = field(default=False, metadata=option(
+        "ignore a file's stored split: split its rows at random, stratified (--test-size, --seed)",
+        action="store_true"))
     seed: int = field(default=42, metadata=option(
         "seed of the split, the folds and the models (default: 42)", text=whole))
     folds: int = field(default=3, metadata=option(
@@ -199,7 +224,8 @@ class TrainSettings:
         object.__setattr__(self, "models", tuple(check_models(self.models)))
         check_settings(models=list(self.models), grid=self.grid, test_size=self.test_size, seed=self.seed,
                        folds=self.folds, jobs=self.jobs, engine=self.engine, verbose=self.verbose,
-                       augment=self.augment, tta=self.tta, precision=self.precision)
+                       augment=self.augment, tta=self.tta, precision=self.precision,
+                       use_val=self.use_val, resplit=self.resplit, class_weight=self.class_weight)
 
     def keywords(self) -> dict[str, Any]:
         """The settings as :func:`classify.train_and_evaluate`'s keywords."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -13,7 +14,9 @@ from .sources import DATA_ENV
 DESCRIPTION = """\
 Turn every image of a dataset into one feature vector with a pretrained CNN (without its
 classifier top) and write vectors, labels, class names and image paths to one HDF5 file. By
-default (--layout class-per-folder) each immediate sub-folder of the dataset is a class.
+default each immediate sub-folder of the dataset is a class (--layout class-per-folder); a
+dataset already split into train/, val/ and test/ folders of class folders keeps each image's
+split (--layout split-folders), and so does a CSV manifest of path,label,split rows (--manifest).
 """
 
 EPILOG = f"""\
@@ -28,6 +31,8 @@ weights:
 
 examples:
   python -m extract --dataset animals
+  python -m extract --dataset output --backbone mobilenetv2 --pooling avg   # output/train, output/val
+  python -m extract --manifest train.csv --strict
   python -m extract --dataset flowers17 --data-dir ../shared/datasets --weights hed-bsds500
   python -m extract --dataset ~/photos/birds --backbone mobilenetv2 \\
       --weights mobilenetv2_notop.weights.h5 --pooling avg
@@ -62,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     Examples
     --------
-    >>> build_parser().parse_args(["--dataset", "animals"]).layout
-    'class-per-folder'
+    >>> build_parser().parse_args(["--dataset", "animals", "--layout", "split-folders"]).layout
+    'split-folders'
     """
     p = argparse.ArgumentParser(
         prog="python -m extract",
@@ -92,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(backbone_table())
         return 0
-    if not args.dataset:
-        parser.error("the following arguments are required: --dataset")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("extract: %(message)s"))
     log = logging.getLogger("extract")
@@ -106,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import format_skipped
 
     try:
-        summary = extract_features(args.dataset, **keywords_of(args))
+        # stdout carries the summary alone: whatever else prints there during the run (Ray's
+        # notices of a worker that died and was replaced, say) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = extract_features(args.dataset, **keywords_of(args))
     except SettingsError as exc:
         parser.error(str(exc))  # exits with 2
     except ExtractError as exc:

@@ -11,6 +11,7 @@ to a ``tqdm.auto`` bar.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import warnings
@@ -20,7 +21,8 @@ from typing import Any
 
 from features.schema import ATTR_DEFAULTS
 
-from .errors import ExtractError, ExtractInterrupted
+from .errors import DatasetError, ExtractError, ExtractInterrupted, SettingsError
+from .listing import check_split_classes, split_counts
 from .pipeline import ExtractSummary
 from .ray_engine import DEFAULT_SHARD_SIZE
 from .settings import ExtractSettings
@@ -72,10 +74,12 @@ def refusal(output: Path, changes: list[str]) -> str:
 
 
 def extract_features(
-    dataset: str | os.PathLike,
+    dataset: str | os.PathLike | None = None,
     *,
     data_dir: str | os.PathLike | None = None,
-    layout: str = "class-per-folder",
+    layout: str | None = None,
+    manifest: str | os.PathLike | None = None,
+    strict: bool = False,
     output: str | os.PathLike | None = None,
     backbone: str = "vgg16",
     weights: str = "imagenet",
@@ -121,9 +125,18 @@ def extract_features(
         images are left out (and logged).
     data_dir : path, optional
         Folder holding datasets by name (default: ``$FEATUREBANK_DATA`` or ``./datasets``).
-    layout : str
+    layout : str, optional
         How the dataset is laid out: a name registered with :func:`extract.register_layout`
-        (``python -m extract --help`` lists them; default ``"class-per-folder"``).
+        (``python -m extract --help`` lists them). By default the first layout that
+        recognises the dataset (``"split-folders"`` for a folder of ``train/``, ``val/``,
+        ``test/`` folders: every row then records its split), else ``"class-per-folder"``.
+    manifest : path, optional
+        A CSV file of ``path,label[,split]`` rows to read instead of ``dataset`` (the
+        ``manifest`` layout): paths relative to the file, or absolute.
+    strict : bool
+        Refuse a dataset whose layout found bad entries (a manifest's missing files, empty
+        labels, unknown splits, duplicate paths); by default they are skipped, and recorded
+        with their line in the file's ``skipped`` as undecodable images are.
     output : path, optional
         The HDF5 file (default: ``<dataset folder name>.hdf5`` in the current directory).
     backbone, weights, pooling, image_size, interpolation, precision
@@ -200,6 +213,8 @@ def extract_features(
     keywords = dict(locals())
     del keywords["dataset"]
     settings = ExtractSettings(**keywords)
+    if (dataset is None) == (manifest is None):
+        raise SettingsError("give a dataset (--dataset) or a manifest (--manifest), one of the two")
     from PIL import Image
 
     max_pixels = settings.max_pixels
@@ -212,7 +227,7 @@ def extract_features(
             # Pillow refuses outright at twice its own limit; let a higher max_pixels decide.
             Image.MAX_IMAGE_PIXELS = max_pixels
         try:
-            return _run(os.fspath(dataset), settings)
+            return _run(os.fspath(dataset if manifest is None else manifest), settings)
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit
 
@@ -240,13 +255,11 @@ def _run(dataset: str, settings: ExtractSettings) -> ExtractSummary | dict[str, 
     """:func:`extract_features` once its settings are checked."""
     from features.lock import OutputLock, OutputLockedError
 
-    from .layouts import layout_named
     from .ray_engine import ray_available
-    from .sources import dataset_name, registry_exclusions, resolve_dataset
+    from .sources import dataset_name, registry_exclusions
 
     model, options, ray = _run_parts(settings)
-    layout_impl = layout_named(settings.layout)
-    root = resolve_dataset(dataset, settings.data_dir, reads=layout_impl.reads)
+    layout_impl, root = _layout_and_source(dataset, settings)
     exclude_classes, output, overwrite = settings.exclude_classes, settings.output, settings.overwrite
     if exclude_classes is None:
         # The registry's exclusions are of class folders of the datasets it names.
@@ -256,12 +269,17 @@ def _run(dataset: str, settings: ExtractSettings) -> ExtractSummary | dict[str, 
                      "registry (--exclude-class with no name keeps it)")
     listing = layout_impl.list_images(root, exclude=list(exclude_classes))
     if listing.empty_classes:
-        log.warning(f"warning: class folders without images, left out: {', '.join(listing.empty_classes)}")
+        log.warning(f"warning: classes without images, left out: {', '.join(listing.empty_classes)}")
+    _report_rejected(root, listing.rejected, settings.strict)
+    check_split_classes(root, listing, log)
     name = dataset_name(root)
     output = Path(output) if output is not None else Path(f"{name}.hdf5")
     if not output.parent.is_dir():
         raise ExtractError(f"{output}: its folder {output.parent} does not exist")
-    log.info(f"{len(listing)} images in {len(listing.class_names)} classes from {root}")
+    splits = f" ({', '.join(f'{n} {split}' for split, n in split_counts(listing.splits).items())})" \
+        if listing.splits is not None else ""
+    log.info(f"{len(listing)} images{splits} in {len(listing.class_names)} classes from {root} "
+             f"({layout_impl.name})")
     ray_engine = settings.engine == "ray"
     if ray_engine and not ray_available():
         raise ExtractError('engine "ray" needs Ray Data: pip install -e ".[ray]"')
@@ -296,6 +314,35 @@ def _run(dataset: str, settings: ExtractSettings) -> ExtractSummary | dict[str, 
     return dict(zip(layers, summaries, strict=True))
 
 
+def _layout_and_source(dataset: str, settings: ExtractSettings):
+    """The layout that reads ``dataset`` and the folder or file it names: ``--manifest``'s
+    layout, the one named, else the first that recognises it (:func:`detect_layout`)."""
+    from .layouts import detect_layout, layout_named
+    from .sources import resolve_dataset
+
+    if settings.manifest is not None:
+        layout = layout_named("manifest")
+    elif settings.layout is not None:
+        layout = layout_named(settings.layout)
+    else:
+        source = resolve_dataset(dataset, settings.data_dir, reads=None)
+        return detect_layout(source), source
+    return layout, resolve_dataset(dataset, settings.data_dir, reads=layout.reads)
+
+
+def _report_rejected(source: Path, rejected: Sequence[tuple[str, str]], strict: bool) -> None:
+    """Entries the layout could not use: refused with ``strict``, else logged (each is then
+    recorded in the file's ``skipped``, with its reason)."""
+    if not rejected:
+        return
+    first = f"{rejected[0][1]} ({rejected[0][0]})"
+    more = f" and {len(rejected) - 1} more" if len(rejected) > 1 else ""
+    if strict:
+        raise DatasetError(f"{source}: {first}{more}; fix them, or leave out --strict to skip and "
+                           "record them")
+    log.warning(f"warning: {source}: {len(rejected)} entries skipped (recorded in the file), e.g. {first}")
+
+
 def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, ray, buffer_size, verbose):
     """The part of a run that holds the outputs' locks: plan each output, then extract."""
     from features import FeatureFile, FeatureFileError
@@ -303,7 +350,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
 
     from .backbones import family_for
     from .pipeline import finish_existing
-    from .plan import plan_work, settings_changes
+    from .plan import plan_work, settings_changes, split_refusal
     from .ray_engine import adopt_unpublished
 
     layers = model["layers"] or [None]
@@ -328,7 +375,11 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
             )
             if changes := settings_changes(found.attrs, requested):
                 raise ExtractError(refusal(path, changes))
+            if message := split_refusal(path, listing, found):
+                raise ExtractError(message)
         plan = plan_work(listing, found)
+        if plan.moved:
+            found, plan = _re_split(path, listing, found, plan, options["prune"], ray_engine)
         if plan.gone:
             action = "removing them" if options["prune"] else "kept; --prune removes them"
             log.info(f"{len(plan.gone)} images in {path} are no longer in the dataset ({action}), "
@@ -366,6 +417,29 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
         for k, summary in zip(work, done, strict=True):
             summaries[k] = summary
     return summaries
+
+
+def _re_split(path: Path, listing, found, plan, prune: bool, ray_engine: bool):
+    """The file and plan once the rows of images moved to another split are dropped (with
+    ``prune``; refused without). A moved image under another path (``val/x.jpg`` now
+    ``train/x.jpg``) goes with the gone ones; one under the same path (a manifest's split
+    column changed) is dropped first, so that the run extracts it again."""
+    from features import FeatureFile
+
+    from .pipeline import finish_existing
+    from .plan import moved_refusal, plan_work
+
+    if not prune:
+        raise ExtractError(moved_refusal(str(path), plan.moved))
+    log.info(f"{len(plan.moved)} images moved to another split: extracting them again, e.g. "
+             f"{plan.moved[0][2]} ({plan.moved[0][1]} -> {plan.moved[0][3]})")
+    same = [old for old, _, new, _ in plan.moved if old == new]
+    if not same:
+        return found, plan
+    finish_existing(path, dataclasses.replace(plan, gone=same), prune=True, merge=not ray_engine)
+    found = FeatureFile(path, allow_partial=True)
+    found.close()
+    return found, plan_work(listing, found)
 
 
 def _request(model: dict, layers: Sequence[str] | None = None):

@@ -201,10 +201,14 @@ def extract_layers(
                 attrs=run_attrs(provenance(backbone_facts(loaded, k), listing, name, interpolation,
                                            dtype, augment), plan),
                 buffer_size=buffer_rows(buffer_size, loaded.dims * (2 if flip else 1), dtype),
-                resume=plan.resume, mirrors=flip,
+                resume=plan.resume, mirrors=flip, splits=listing.splits is not None,
             ))
             for k, (output, plan) in enumerate(targets)
         ]
+        for k, ((_, plan), writer) in enumerate(zip(targets, writers, strict=True)):
+            for path, reason in plan.rejected:  # the layout's bad entries, recorded as skips are
+                writer.skip(path, reason)
+                skipped[k].append((path, reason))
         stack.enter_context(bar)
         # Entered after the writers, so left before them: the calls already given still run
         # (a Ctrl-C loses no computed row), then each writer commits or keeps what it holds.
@@ -222,9 +226,10 @@ def extract_layers(
                 mine = [j for j, i in enumerate(batch.decoded) if i in wanted[k]]
                 if mine:
                     ids = [batch.decoded[j] for j in mine]
+                    splits = None if listing.splits is None else [listing.splits[i] for i in ids]
                     background.call(writer.add, rows[k][mine], plan.labels[ids],
                                     [listing.paths[i] for i in ids],
-                                    mirror=mirror_rows[k][mine] if flip else None)
+                                    mirror=mirror_rows[k][mine] if flip else None, splits=splits)
             bar.update(len(batch.indices))
             if any(skipped):
                 bar.set_postfix(skipped=max(map(len, skipped)), refresh=False)
@@ -300,16 +305,18 @@ def finish_existing(
     attrs = {k: v for k, v in plan.attrs.items() if k not in (schema.SEGMENTS,)}
     with h5py.File(output, "r") as f:
         dim, dtype = int(f[schema.FEATURES].shape[1]), str(f[schema.FEATURES].dtype)
-        mirrors = schema.MIRROR_FEATURES in f
+        mirrors, splits = schema.MIRROR_FEATURES in f, schema.SPLITS in f
     with FeatureWriter(
         output, dim=dim, label_names=plan.label_names, attrs=attrs, dtype=dtype, resume=True,
-        mirrors=mirrors,
+        mirrors=mirrors, splits=splits,
     ) as writer:
+        for path, reason in plan.rejected:
+            writer.skip(path, reason)
         pruned = writer.finish(drop=plan.gone if prune else (), merge=merge)
     return ExtractSummary(
         output=output,
         written=0,
-        skipped=[],
+        skipped=list(plan.rejected),
         ignored=0,
         seconds=time.perf_counter() - started,
         rows=writer.rows_written,

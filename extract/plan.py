@@ -10,7 +10,7 @@ differ from the file's is refused, so one file never mixes features of two model
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from features import FeatureFile
 from features.schema import ATTR_DEFAULTS, FEATURE_DEFINING_ATTRS
 
+from .listing import canonical_split
 from .sources import ImageListing
 
 
@@ -47,6 +48,13 @@ class Plan:
         The existing file is finished (not a killed run's).
     attrs : dict
         The existing file's attributes (empty for a new file).
+    rejected : list of (str, str)
+        Entries the layout could not use (:attr:`ImageListing.rejected`) that the file does not
+        record yet: the run adds them to its ``skipped``.
+    moved : list of (str, str, str, str)
+        Rows whose image the dataset now puts in another split, as ``(path in the file, its
+        split there, path in the dataset, its split now)``: refused unless pruned, then
+        extracted again (:func:`moved_images`).
     """
 
     todo: np.ndarray
@@ -58,10 +66,13 @@ class Plan:
     resume: bool = False
     complete: bool = False
     attrs: dict[str, Any] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    moved: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def up_to_date(self, prune: bool = False) -> bool:
         """True when the run has nothing to do."""
-        return self.resume and self.complete and not len(self.todo) and not (prune and self.gone)
+        return (self.resume and self.complete and not len(self.todo) and not (prune and self.gone)
+                and not self.rejected)
 
 
 def plan_work(listing: ImageListing, existing: FeatureFile | None = None) -> Plan:
@@ -71,6 +82,7 @@ def plan_work(listing: ImageListing, existing: FeatureFile | None = None) -> Pla
             todo=np.arange(len(listing)),
             labels=listing.labels.astype(np.int32),
             label_names=list(listing.class_names),
+            rejected=list(listing.rejected),
         )
     names = list(existing.label_names)
     new_classes = sorted(set(listing.class_names) - set(names))
@@ -78,7 +90,7 @@ def plan_work(listing: ImageListing, existing: FeatureFile | None = None) -> Pla
     index = {name: i for i, name in enumerate(label_names)}
     remap = np.array([index[name] for name in listing.class_names], dtype=np.int32)
     done_paths = set(existing.paths or []) | {path for path, _ in existing.skipped}
-    listed = set(listing.paths)
+    listed = set(listing.paths) | {path for path, _ in listing.rejected}
     todo = np.array([i for i, p in enumerate(listing.paths) if p not in done_paths], dtype=np.int64)
     gone = sorted(done_paths - listed)
     return Plan(
@@ -91,7 +103,39 @@ def plan_work(listing: ImageListing, existing: FeatureFile | None = None) -> Pla
         resume=True,
         complete=bool(existing.attrs.get("complete", True)),
         attrs=dict(existing.attrs),
+        rejected=[(path, reason) for path, reason in listing.rejected if path not in done_paths],
+        moved=moved_images(listing, existing.paths or [], existing.splits),
     )
+
+
+def split_key(path: str, split: str) -> str:
+    """What names an image whichever split holds it: its path, less a leading folder named for
+    its split (``val/daisy/1.jpg`` and ``train/daisy/1.jpg`` are one image moved).
+
+    Examples
+    --------
+    >>> split_key("validation/daisy/1.jpg", "val"), split_key("images/1.jpg", "test")
+    ('daisy/1.jpg', 'images/1.jpg')
+    """
+    first, _, rest = path.partition("/")
+    return rest if rest and canonical_split(first) == split else path
+
+
+def moved_images(listing: ImageListing, paths: Sequence[str], splits: Sequence[str] | None
+                 ) -> list[tuple[str, str, str, str]]:
+    """The file's rows (``paths``, ``splits``) whose image ``listing`` puts in another split, as
+    ``(old path, old split, new path, new split)``; none where either has no splits."""
+    if splits is None or listing.splits is None:
+        return []
+    listed = list(zip(listing.paths, listing.splits, strict=True))
+    by_path = dict(listed)
+    by_key = {split_key(path, split): (path, split) for path, split in listed}
+    moved = []
+    for path, split in zip(paths, splits, strict=True):
+        new = (path, by_path[path]) if path in by_path else by_key.get(split_key(path, split))
+        if new is not None and new[1] != split:
+            moved.append((path, split, *new))
+    return moved
 
 
 def settings_changes(existing: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
@@ -112,3 +156,22 @@ def settings_changes(existing: Mapping[str, Any], requested: Mapping[str, Any]) 
         if old is None or str(old) != str(new):
             changes.append(f"{key}: {old} -> {new}")
     return changes
+
+
+def split_refusal(output: str, listing: ImageListing, existing: FeatureFile | None) -> str | None:
+    """The refusal when ``existing`` and the dataset disagree on whether rows have splits (one
+    was listed by a layout with splits, the other not), else None."""
+    if existing is None or not existing.paths or (existing.splits is None) == (listing.splits is None):
+        return None
+    has = "no split" if existing.splits is None else "a split"
+    return (f"{output}: its rows have {has} and this dataset's "
+            f"{'do' if listing.splits is not None else 'do not'}: pass --overwrite to extract it "
+            "again as it is laid out now, or choose another --output")
+
+
+def moved_refusal(output: str, moved: Sequence[tuple[str, str, str, str]]) -> str:
+    """The refusal of a run that found images moved to another split (without --prune)."""
+    old, before, new, after = moved[0]
+    more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+    return (f"{output}: {old} is in {before} there, and the dataset has it in {after} ({new}){more}; "
+            "pass --prune to extract it again with its new split")

@@ -315,6 +315,7 @@ class ShardEmbedder:
                 skipped=skipped,
                 attrs={**self.attrs, "first": info["paths"][0], "node_id": self.node},
                 mirror=mirror_blocks if self.flip else None,
+                splits=None if info["splits"] is None else [info["splits"][i] for i in slots],
             )
             out["file"].append(f"{self.parts.name}/{name}")
             out["rows"].append(len(slots))
@@ -365,6 +366,7 @@ def shard_rows(listing: ImageListing, plan: Plan, shard_size: int, token: str) -
             "token": token,
             "paths": [listing.paths[i] for i in shard],
             "labels": plan.labels[shard].tolist(),
+            "splits": None if listing.splits is None else [listing.splits[i] for i in shard],
         })})
     return rows
 
@@ -411,7 +413,7 @@ def ray_extract(
     position = listing_order(listing)
     writer = FeatureWriter(
         output, dim=facts["dim"], label_names=plan.label_names, attrs=attrs, dtype=dtype,
-        resume=plan.resume, mirrors=augment == "flip",
+        resume=plan.resume, mirrors=augment == "flip", splits=listing.splits is not None,
     )
     if not plan.resume:  # a new file, or --overwrite: no earlier shard may be adopted later
         shutil.rmtree(parts_dir(output), ignore_errors=True)
@@ -502,7 +504,8 @@ def adopt_unpublished(output: str | os.PathLike, listing: ImageListing) -> int:
     if not adopt:
         return 0
     writer = FeatureWriter(output, dim=existing.dim, label_names=existing.label_names, attrs=attrs,
-                           dtype=existing.dtype, resume=True, mirrors=existing.has_mirrors)
+                           dtype=existing.dtype, resume=True, mirrors=existing.has_mirrors,
+                           splits=existing.splits is not None)
     writer.order_parts(listing_order(listing))
     for info in adopt:
         writer.add_part(info["file"], info["rows"], info["first"], info["skipped"])
@@ -518,10 +521,10 @@ def _shard_info(shard: Path, existing: FeatureFile, done: set[str]) -> dict | No
             labels = f[schema.LABELS][()]
             skipped = [tuple(decode_strings(r)) for r in f[schema.SKIPPED][()]]
             dim = f[schema.FEATURES].shape[1]
-            mirrors = schema.MIRROR_FEATURES in f
+            mirrors, splits = schema.MIRROR_FEATURES in f, schema.SPLITS in f
     except (OSError, KeyError, ValueError):
         return None
-    same = mirrors == existing.has_mirrors and all(
+    same = mirrors == existing.has_mirrors and splits == (existing.splits is not None) and all(
         str(attrs.get(key, schema.ATTR_DEFAULTS.get(key)))
         == str(existing.attrs.get(key, schema.ATTR_DEFAULTS.get(key)))
         for key in schema.FEATURE_DEFINING_ATTRS

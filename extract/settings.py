@@ -48,7 +48,13 @@ def _layout_help() -> str:
     return ("how the dataset is laid out: "
             + "; ".join(f"{name} (a {layout.reads}): {layout.description}"
                         for name, layout in LAYOUTS.items())
-            + f" (default: {DEFAULT_LAYOUT})")
+            + f" (default: {' or '.join(_recognising())} where it recognises the dataset, else "
+            f"{DEFAULT_LAYOUT})")
+
+
+def _recognising() -> list[str]:
+    """The registered layouts that recognise a dataset by themselves."""
+    return [name for name, layout in LAYOUTS.items() if hasattr(layout, "recognises")]
 
 
 def _ray(help: str, *flags: str, **kwargs: Any) -> dict[str, Any]:
@@ -74,7 +80,13 @@ class ExtractSettings:
     extract.errors.SettingsError: batch_size (--batch-size) must be a whole number of at least 1, got 0
     """
 
-    layout: str = field(default=DEFAULT_LAYOUT, metadata=option(_layout_help, choices=lambda: list(LAYOUTS)))
+    layout: str | None = field(default=None, metadata=option(_layout_help, choices=lambda: list(LAYOUTS)))
+    manifest: str | os.PathLike | None = field(default=None, metadata=option(
+        "a CSV file of path,label[,split] rows (paths relative to the file, or absolute) to read "
+        "instead of --dataset: the manifest layout", metavar="FILE.csv"))
+    strict: bool = field(default=False, metadata=option(
+        "refuse a manifest with bad rows (missing file, empty label, unknown split, duplicate path) "
+        "instead of skipping them and recording each, with its line, in the file", action="store_true"))
     data_dir: str | os.PathLike | None = field(default=None, metadata=option(
         f"folder holding datasets by name (default: ${DATA_ENV} or ./datasets)", metavar="DIR"))
     output: str | os.PathLike | None = field(default=None, metadata=option(
@@ -204,7 +216,11 @@ def _check_counts_and_model(s: ExtractSettings) -> None:
         raise SettingsError(f"layers (--layer) must be a list of layer names, got {s.layers!r}")
     layers = list(s.layers) if s.layers is not None else None
     check_backbone_settings(s.backbone, s.weights, s.pooling, s.image_size, s.precision, layers, s.preprocess)
-    layout_named(s.layout)
+    if s.layout is not None:
+        layout_named(s.layout)
+    if s.manifest is not None and s.layout not in (None, "manifest"):
+        raise SettingsError(f"manifest (--manifest) is read by the manifest layout, not {s.layout!r}: "
+                            "leave out --layout")
     if s.engine == "ray" and s.layers is not None and len(s.layers) > 1:
         raise SettingsError("several layers (--layer) in one pass run on the local engine; "
                             "run the Ray engine once per layer")
@@ -265,7 +281,7 @@ def option_table() -> str:
 
     Examples
     --------
-    >>> option_table().splitlines()[2].split(" | ")[:3]
-    ['| `--layout`', '`layout`', '`class-per-folder`']
+    >>> option_table().splitlines()[2].split(" | ")[:2]
+    ['| `--layout`', '`layout`']
     """
     return option_table_of(ExtractSettings)

@@ -49,9 +49,11 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or "datasets")
 
 
-def resolve_dataset(dataset: str, data_dir: str | os.PathLike | None = None, reads: str = "folder") -> Path:
-    """The folder (or, for a layout that ``reads`` a ``"file"``, the manifest file) of a
-    dataset given by name (looked up in ``data_dir``) or by path.
+def resolve_dataset(
+    dataset: str, data_dir: str | os.PathLike | None = None, reads: str | None = "folder"
+) -> Path:
+    """The folder (or, for a layout that ``reads`` a ``"file"``, the manifest file; with
+    ``reads=None``, either) of a dataset given by name (looked up in ``data_dir``) or by path.
 
     Raises :class:`DatasetError` with where to get a known dataset that is not there.
 
@@ -61,7 +63,7 @@ def resolve_dataset(dataset: str, data_dir: str | os.PathLike | None = None, rea
     PosixPath('../shared/datasets/flowers17')
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    found = Path.is_file if reads == "file" else Path.is_dir
+    found = {"file": Path.is_file, "folder": Path.is_dir, None: Path.exists}[reads]
     by_name = data_dir / dataset
     if found(by_name):
         return by_name

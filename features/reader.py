@@ -47,6 +47,9 @@ class FeatureFile:
     label_names : list of str
     paths : list of str or None
         Image paths relative to the dataset root; None in files without them.
+    splits : list of str or None
+        Each row's dataset split, one of :data:`schema.SPLIT_NAMES`; None in files whose
+        layout gave no splits.
     skipped : list of (path, reason)
     has_mirrors : bool
         The file holds ``mirror_features`` (extracted with ``--augment flip``).
@@ -123,6 +126,7 @@ class FeatureFile:
         self.paths = decode_strings(f[schema.PATHS][: self.n_rows]) if schema.PATHS in f else None
         if self.paths is not None and len(self.paths) != self.n_rows:
             raise FeatureFileError(f"{name}: {len(f[schema.PATHS])} paths for {n} rows")
+        self.splits = self._read_splits(n)
         self.has_mirrors = schema.MIRROR_FEATURES in f
         augment = self.attrs.get("augment", schema.ATTR_DEFAULTS["augment"])
         if self.has_mirrors != (augment == "flip"):
@@ -137,6 +141,24 @@ class FeatureFile:
             [tuple(decode_strings(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
         )
 
+    def _read_splits(self, n: int) -> list[str] | None:
+        """The committed rows' splits, checked: one per row of the file's ``n``, each a split name."""
+        ds, name = self._file.get(schema.SPLITS), str(self.path)
+        if ds is None:
+            return None
+        if ds.ndim != 1:
+            raise FeatureFileError(f"{name}: splits must be 1-D strings, found shape {ds.shape}")
+        if len(ds) != n:
+            raise FeatureFileError(f"{name}: {len(ds)} splits for {n} rows")
+        splits = decode_strings(ds[: self.n_rows])
+        bad = next((v for v in splits if v not in schema.SPLIT_NAMES), None)
+        if bad is not None:
+            raise FeatureFileError(
+                f"{name}: split {bad!r} is not one of {', '.join(schema.SPLIT_NAMES)}; "
+                "extract it again with --overwrite"
+            )
+        return splits
+
     def _check_parts(self, name: str) -> None:
         """An unfinished file (or a Ray engine's unmerged one) reads its rows from part files;
         all of them must be there.
@@ -144,7 +166,7 @@ class FeatureFile:
         HDF5 would read the rows of a missing part as fill values, silently.
         """
         folder = self.path.parent
-        for key in (schema.FEATURES, schema.LABELS, schema.PATHS, schema.MIRROR_FEATURES):
+        for key in (schema.FEATURES, schema.LABELS, schema.PATHS, schema.MIRROR_FEATURES, schema.SPLITS):
             ds = self._file.get(key)
             if ds is None or not ds.is_virtual:
                 continue

@@ -8,13 +8,14 @@ One file holds the features of one dataset extracted by one model::
     paths         UTF-8 strings (N,)                            image path relative to the dataset root
     skipped       UTF-8 strings (K, 2)                          [path, reason] of images not decoded
     mirror_features  like features (N, D), only with augment "flip"   row i: image i mirrored left-right
+    splits        UTF-8 strings (N,), only when the layout gives splits   row i's split: train, val or test
 
 and provenance in the file's attributes (see :data:`PROVENANCE_ATTRS`). The first three
 names are the ones the published feature-extraction recipe uses; files that hold only those
 three are read too.
 
 While an extraction runs (or after it was killed), ``features``, ``labels``, ``paths`` (and
-``mirror_features``) are virtual datasets over part files in ``<file>.parts/`` and
+``mirror_features``, ``splits``) are virtual datasets over part files in ``<file>.parts/`` and
 ``complete`` is False; a finished file is self-contained.
 """
 
@@ -30,6 +31,11 @@ SKIPPED = "skipped"
 #: Features of each row's image mirrored left to right (``extract --augment flip``): row ``i``
 #: belongs to row ``i`` of ``features``, same shape and type.
 MIRROR_FEATURES = "mirror_features"
+#: Dataset split of each row's image, one of :data:`SPLIT_NAMES`; only in files whose dataset
+#: layout gave splits. A file without it gives no split, which is not the same as "train".
+SPLITS = "splits"
+#: The values ``splits`` may hold.
+SPLIT_NAMES = ("train", "val", "test")
 
 #: Datasets every feature file must have.
 REQUIRED = (FEATURES, LABELS, LABEL_NAMES)

@@ -5,9 +5,9 @@ Committed data is never rewritten in place. Every ``buffer_size`` rows the write
 1. writes those rows to a new *part* file in ``<output>.parts/`` under a temporary name,
    syncs it to disk and renames it into place, then
 2. rewrites ``<output>`` as a small *index*: ``features``, ``labels`` and ``paths`` (and
-   ``mirror_features``) are HDF5 virtual datasets over all parts, beside ``label_names``,
-   ``skipped`` and the provenance attributes; again written under a temporary name, synced
-   and atomically renamed.
+   ``mirror_features``, ``splits``) are HDF5 virtual datasets over all parts, beside
+   ``label_names``, ``skipped`` and the provenance attributes; again written under a
+   temporary name, synced and atomically renamed.
 
 So at any moment, SIGKILL and power loss included, ``<output>`` is either the previous index
 or the next one: a valid feature file whose rows are all committed, which ``python -m extract``
@@ -41,7 +41,7 @@ from .reader import decode_strings
 _STR = h5py.string_dtype("utf-8")
 
 PARTS_SUFFIX = ".parts"
-#: Chunk length of ``labels`` and ``paths`` in a finished file.
+#: Chunk length of ``labels``, ``paths`` and ``splits`` in a finished file.
 _ROW_CHUNK = 4096
 _TMP_MARK = ".tmp-"
 
@@ -66,16 +66,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _size_bound(rows: int, dim: int, dtype: str, strings: Sequence[str], chunked: bool = False) -> int:
+def _size_bound(
+    rows: int, dim: int, dtype: str, strings: Sequence[str], chunked: bool = False, string_columns: int = 1
+) -> int:
     """Bytes that an HDF5 file of ``rows`` feature rows and labels plus ``strings`` (paths,
-    names, reasons) stays under: the data (whole chunks when ``chunked``), the heap cost of
-    each string, and metadata."""
+    splits, names, reasons) stays under: the data (whole chunks when ``chunked``), the heap
+    cost of each string, and metadata. ``string_columns`` is how many per-row string datasets
+    (``paths``, ``splits``) the rows have."""
     feature_rows, other_rows = rows, rows
     if chunked:  # chunks are allocated whole: round up to them
         per_chunk = chunk_rows(dim, dtype)
         feature_rows = -(-rows // per_chunk) * per_chunk
         other_rows = -(-rows // _ROW_CHUNK) * _ROW_CHUNK
-    data = feature_rows * dim * np.dtype(dtype).itemsize + other_rows * (4 + 16)
+    # Per other row: a 4-byte label and a 16-byte heap reference per string column.
+    data = feature_rows * dim * np.dtype(dtype).itemsize + other_rows * (4 + 16 * string_columns)
     text = sum(len(s.encode()) + 48 for s in strings)
     return int(1.05 * (data + text)) + (64 << 10)
 
@@ -140,6 +144,21 @@ def _reserve(tmp: Path, nbytes: int) -> None:
         os.close(fd)
 
 
+def split_values(splits: Sequence[str], where: str | os.PathLike) -> list[str]:
+    """``splits`` as a list of str, each checked to be one of :data:`schema.SPLIT_NAMES`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` (the file) and the first value that is not a split name.
+    """
+    values = [str(v) for v in splits]
+    bad = next((v for v in values if v not in schema.SPLIT_NAMES), None)
+    if bad is not None:
+        raise ValueError(f"{where}: split {bad!r} is not one of {', '.join(schema.SPLIT_NAMES)}")
+    return values
+
+
 def write_part_file(
     path: Path,
     features: Sequence[np.ndarray],
@@ -151,16 +170,23 @@ def write_part_file(
     skipped: Sequence[tuple[str, str]] | None = None,
     attrs: Mapping[str, Any] | None = None,
     mirror: Sequence[np.ndarray] | None = None,
+    splits: Sequence[str] | None = None,
 ) -> None:
     """Write one part file atomically: ``features`` (given as row blocks, written one by one so
-    they are never copied whole), ``labels``, ``paths``, the ``mirror`` features' blocks when
-    given, and, for a shard written by a Ray actor, its ``skipped`` entries and attributes."""
+    they are never copied whole), ``labels``, ``paths``, the ``mirror`` features' blocks and
+    the rows' ``splits`` (one of :data:`schema.SPLIT_NAMES` per row) when given, and, for a
+    shard written by a Ray actor, its ``skipped`` entries and attributes."""
     n = int(sum(len(block) for block in features))
-    strings = [*paths, *(text for entry in skipped or () for text in entry)]
+    if splits is not None:
+        splits = split_values(splits, path)
+        if len(splits) != n:
+            raise ValueError(f"{path}: {len(splits)} splits for {n} rows")
+    strings = [*paths, *(splits or ()), *(text for entry in skipped or () for text in entry)]
     arrays = [(schema.FEATURES, features)]
     if mirror is not None:
         arrays.append((schema.MIRROR_FEATURES, mirror))
-    nbytes = _size_bound(n, dim * len(arrays), dtype, strings)
+    columns = 1 if splits is None else 2
+    nbytes = _size_bound(n, dim * len(arrays), dtype, strings, string_columns=columns)
     with _atomic_large_h5(path, nbytes) as f:
         for name, blocks in arrays:
             feats = f.create_dataset(name, shape=(n, dim), dtype=dtype)
@@ -172,6 +198,8 @@ def write_part_file(
                 raise ValueError(f"{name}: {start} rows for {n} images")
         f.create_dataset(schema.LABELS, data=np.asarray(labels, dtype=schema.LABEL_DTYPE).reshape(n))
         f.create_dataset(schema.PATHS, data=np.array(list(paths), dtype=object), dtype=_STR)
+        if splits is not None:
+            f.create_dataset(schema.SPLITS, data=np.array(splits, dtype=object).reshape(n), dtype=_STR)
         if skipped is not None:
             f.create_dataset(
                 schema.SKIPPED, data=np.array(list(skipped), dtype=object).reshape(-1, 2), dtype=_STR
@@ -265,6 +293,10 @@ class FeatureWriter:
     mirrors : bool
         Store ``mirror_features`` too (``augment`` "flip"): every :meth:`add` then gives the
         features of each image's mirror as well. A file being resumed must agree.
+    splits : bool
+        Store ``splits`` too (the dataset layout gives each image's split): every :meth:`add`
+        then gives each row's split, one of :data:`schema.SPLIT_NAMES`. A file being resumed
+        must agree.
 
     Examples
     --------
@@ -283,6 +315,7 @@ class FeatureWriter:
         buffer_size: int = 1000,
         resume: bool = False,
         mirrors: bool = False,
+        splits: bool = False,
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be at least 1, got {dim}")
@@ -299,6 +332,7 @@ class FeatureWriter:
         self.n_classes = len(self.label_names)
         self.attrs = dict(attrs)
         self.mirrors = bool(mirrors)
+        self.splits = bool(splits)
         # The file says what it holds: "augment" is one of the settings a resumed run must match.
         self.attrs["augment"] = "flip" if self.mirrors else "none"
         self._run = secrets.token_hex(4)  # part names never collide with an earlier run's
@@ -314,6 +348,7 @@ class FeatureWriter:
         self._buf_mirror: list[np.ndarray] = []
         self._buf_labels: list[np.ndarray] = []
         self._buf_paths: list[str] = []
+        self._buf_splits: list[str] = []
         self._buf_skipped: list[tuple[str, str]] = []
         self._buffered = 0
         self._closed = False
@@ -347,6 +382,7 @@ class FeatureWriter:
                 raise ValueError(
                     f"{self.path}: {held} mirror_features; resume it with mirrors={not self.mirrors}"
                 )
+            self._check_splits_agree(schema.SPLITS in f, self.path)
             n = int(f.attrs.get(schema.ROWS_COMMITTED, len(features)))
             rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
             self._skipped = [tuple(decode_strings(row)) for row in rows]
@@ -360,6 +396,16 @@ class FeatureWriter:
             self._reopen_shards()
         self.rows_written = n
         self._changed = names != self.label_names or not complete
+
+    def _check_splits_agree(self, has_splits: bool, where: str | os.PathLike) -> None:
+        """Refuse rows with splits and rows without in one file: its splits would be ragged."""
+        if has_splits == self.splits:
+            return
+        if has_splits:
+            raise ValueError(f"{where}: holds splits but this writer has none; pass splits=True "
+                             "(a layout that gives splits), or extract again with --overwrite")
+        raise ValueError(f"{where}: has no splits but this writer has them; pass splits=False, or "
+                         "extract again with --overwrite to store them")
 
     def _reopen_shards(self) -> None:
         """The shards at the end of an unfinished index were committed by a killed run of
@@ -392,10 +438,11 @@ class FeatureWriter:
 
     def add(
         self, features: np.ndarray, labels: Sequence[int], paths: Sequence[str],
-        mirror: np.ndarray | None = None,
+        mirror: np.ndarray | None = None, splits: Sequence[str] | None = None,
     ) -> None:
         """Buffer rows (and, for a writer with ``mirrors``, the features of the same images
-        mirrored); commit them once ``buffer_size`` rows are waiting."""
+        mirrored; for a writer with ``splits``, each row's split name); commit them once
+        ``buffer_size`` rows are waiting."""
         features = np.asarray(features)
         labels = np.asarray(labels, dtype=schema.LABEL_DTYPE)
         if features.ndim != 2 or features.shape[1] != self.dim:
@@ -412,6 +459,13 @@ class FeatureWriter:
                 f"features, labels and paths differ in length: "
                 f"{len(features)}, {len(labels)}, {len(paths)}"
             )
+        if (splits is not None) != self.splits:
+            raise ValueError(f"{self.path}: splits are required by a writer with splits=True, "
+                             "and only by one")
+        if splits is not None:
+            splits = split_values(splits, self.path)
+            if len(splits) != len(paths):
+                raise ValueError(f"{self.path}: {len(splits)} splits for {len(paths)} rows")
         if len(labels) and (labels.min() < 0 or labels.max() >= self.n_classes):
             raise ValueError(f"labels must lie in [0, {self.n_classes})")
         # Convert now: a float16 file then buffers half the bytes.
@@ -420,6 +474,7 @@ class FeatureWriter:
             self._buf_mirror.append(np.asarray(mirror).astype(self.dtype, copy=False))
         self._buf_labels.append(labels)
         self._buf_paths.extend(str(p) for p in paths)
+        self._buf_splits.extend(splits or ())
         self._buffered += len(labels)
         if self._buffered >= self.buffer_size:
             self.flush()
@@ -450,12 +505,14 @@ class FeatureWriter:
             self.parts / name, self._buf_features, np.concatenate(self._buf_labels),
             self._buf_paths, dim=self.dim, dtype=self.dtype,
             mirror=self._buf_mirror if self.mirrors else None,
+            splits=self._buf_splits if self.splits else None,
         )
         self._segments.append({"file": f"{self.parts.name}/{name}", "rows": n, "source_rows": n})
         self._buf_features.clear()
         self._buf_mirror.clear()
         self._buf_labels.clear()
         self._buf_paths.clear()
+        self._buf_splits.clear()
         self._buffered = 0
         self.n_added += n
 
@@ -467,13 +524,30 @@ class FeatureWriter:
         ``file`` is the part's name relative to the output's folder, ``rows`` its row count,
         ``first`` the path of the first image it covers (row or skipped), which orders it among
         this run's parts (see :meth:`order_parts`), and ``skipped`` the images it could not use.
+        It must hold ``splits`` if and only if this writer has ``splits``.
         """
+        self._check_part_splits(file)
         self._movable.append({"file": file, "rows": rows, "source_rows": rows, "first": first})
         self._part_skipped[file] = [(str(p), str(r)) for p, r in skipped]
         self.n_added += rows
         self.n_skipped += len(skipped)
         self._changed = True
         self._write_index()
+
+    def _check_part_splits(self, file: str) -> None:
+        """Refuse a part whose ``splits`` disagree with this writer's, before the index lists it."""
+        try:
+            with h5py.File(self.path.parent / file, "r") as f:
+                has_splits = schema.SPLITS in f
+        except OSError:
+            # Not readable here yet (a shared file system's delay): the reader still refuses
+            # its rows, whose splits would read as empty strings.
+            return
+        if has_splits != self.splits:
+            held = "holds" if has_splits else "has no"
+            fix = "give write_part_file the rows' splits" if self.splits else "write it without splits"
+            raise ValueError(f"{self.path.parent / file}: {held} splits but the writer of {self.path} "
+                             f"has splits={self.splits}; {fix}")
 
     def order_parts(self, position: Callable[[str], int]) -> None:
         """Order parts added with :meth:`add_part` by ``position(first)`` (listing position
@@ -514,6 +588,8 @@ class FeatureWriter:
             ]
             if self.mirrors:
                 specs.append((schema.MIRROR_FEATURES, (self.dim,), self.dtype, np.nan))
+            if self.splits:
+                specs.append((schema.SPLITS, (), _STR, None))
             for name, tail, dtype, fill in specs:
                 if n == 0:
                     f.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype)
@@ -590,41 +666,14 @@ class FeatureWriter:
             keeps.append(np.array([p not in drop for p in paths], dtype=bool))
             strings.extend(p for p in paths if p not in drop)
         total = int(sum(k.sum() for k in keeps))
-        block = chunk_rows(self.dim, self.dtype) * 16  # bounded memory, whole chunks
-        feature_sets = [schema.FEATURES] + ([schema.MIRROR_FEATURES] if self.mirrors else [])
-        nbytes = _size_bound(total, self.dim, self.dtype, strings, chunked=True) * len(feature_sets)
+        if self.splits:  # no split name is longer than the longest: no need to read them
+            strings.extend([max(schema.SPLIT_NAMES, key=len)] * total)
+        n_features = 2 if self.mirrors else 1
+        nbytes = n_features * _size_bound(total, self.dim, self.dtype, strings, chunked=True,
+                                          string_columns=2 if self.splits else 1)
         with _atomic_large_h5(self.path, nbytes) as out:
-            feats = {
-                name: out.create_dataset(
-                    name,
-                    shape=(total, self.dim),
-                    maxshape=(None, self.dim),
-                    dtype=self.dtype,
-                    chunks=(min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim),
-                )
-                for name in feature_sets
-            }
-            labels = out.create_dataset(
-                schema.LABELS, shape=(total,), maxshape=(None,), dtype=schema.LABEL_DTYPE,
-                chunks=(_ROW_CHUNK,),
-            )
-            paths_out = out.create_dataset(
-                schema.PATHS, shape=(total,), maxshape=(None,), dtype=_STR, chunks=(_ROW_CHUNK,)
-            )
-            at = 0
-            for (src, rows), keep in zip(sources, keeps, strict=True):
-                with h5py.File(src, "r") as f:
-                    for start in range(0, rows, block):
-                        stop = min(start + block, rows)
-                        k = keep[start:stop]
-                        m = int(k.sum())
-                        if not m:
-                            continue
-                        for name, ds in feats.items():
-                            ds[at : at + m] = f[name][start:stop][k]
-                        labels[at : at + m] = f[schema.LABELS][start:stop][k]
-                        paths_out[at : at + m] = f[schema.PATHS][start:stop][k]
-                        at += m
+            columns = self._finished_datasets(out, total)
+            self._copy_kept_rows(sources, keeps, columns)
             skipped = [s for s in self._skipped if s[0] not in drop]
             self._write_common(out, skipped)
             out.attrs[schema.ROWS_COMMITTED] = total
@@ -636,6 +685,41 @@ class FeatureWriter:
         self._segments = []
         shutil.rmtree(self.parts, ignore_errors=True)
         return removed
+
+    def _finished_datasets(self, out: h5py.File, total: int) -> dict[str, h5py.Dataset]:
+        """Create the per-row datasets of a finished file of ``total`` rows, by name."""
+        feature_chunks = (min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim)
+        specs = [(schema.FEATURES, (self.dim,), self.dtype, feature_chunks)]
+        if self.mirrors:
+            specs.append((schema.MIRROR_FEATURES, (self.dim,), self.dtype, feature_chunks))
+        specs += [(schema.LABELS, (), schema.LABEL_DTYPE, (_ROW_CHUNK,)),
+                  (schema.PATHS, (), _STR, (_ROW_CHUNK,))]
+        if self.splits:
+            specs.append((schema.SPLITS, (), _STR, (_ROW_CHUNK,)))
+        return {
+            name: out.create_dataset(name, shape=(total, *tail), maxshape=(None, *tail), dtype=dtype,
+                                     chunks=chunks)
+            for name, tail, dtype, chunks in specs
+        }
+
+    def _copy_kept_rows(
+        self, sources: list[tuple[Path, int]], keeps: list[np.ndarray], columns: dict[str, h5py.Dataset]
+    ) -> None:
+        """Copy the rows of ``sources`` that ``keeps`` keeps into ``columns``, in order, block by
+        block of whole chunks (bounded memory)."""
+        block = chunk_rows(self.dim, self.dtype) * 16
+        at = 0
+        for (src, rows), keep in zip(sources, keeps, strict=True):
+            with h5py.File(src, "r") as f:
+                for start in range(0, rows, block):
+                    stop = min(start + block, rows)
+                    k = keep[start:stop]
+                    m = int(k.sum())
+                    if not m:
+                        continue
+                    for name, ds in columns.items():
+                        ds[at : at + m] = f[name][start:stop][k]
+                    at += m
 
     def close(self, complete: bool = True) -> None:
         """Commit what is buffered; with ``complete``, also write the finished file."""

@@ -122,7 +122,7 @@ def test_empty_class_folder_is_named_and_left_out(tiny, tmp_path, caplog):
     assert listing.class_names == ["blue", "green", "red"] and listing.empty_classes == ["tulip"]
     with caplog.at_level(logging.WARNING, logger="extract"):
         extract_features(tiny, output=tmp_path / "o.hdf5", progress=False, **SMALL)
-    assert "class folders without images, left out: tulip" in caplog.text
+    assert "classes without images, left out: tulip" in caplog.text
     with FeatureFile(tmp_path / "o.hdf5") as ff:
         assert ff.label_names == ["blue", "green", "red"] and set(ff.labels) == {0, 1, 2}
     result = run_module("extract", "--dataset", tiny, "-o", tmp_path / "c.hdf5", *SMALL_ARGS)

@@ -23,7 +23,9 @@ def tiny_dataset(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        ([], "the following arguments are required: --dataset"),
+        ([], "give a dataset (--dataset) or a manifest (--manifest), one of the two"),
+        (["--dataset", "x", "--manifest", "x.csv"], "give a dataset (--dataset) or a manifest (--manifest)"),
+        (["--manifest", "x.csv", "--layout", "split-folders"], "leave out --layout"),
         (["--dataset", "x", "--pooling", "sum"], "invalid choice: 'sum'"),
         (["--dataset", "x", "--backbone", "alexnet"], "unknown backbone (--backbone) 'alexnet'"),
         (["--dataset", "x", "--batch-size", "0"], "(--batch-size) must be a whole number of at least 1"),

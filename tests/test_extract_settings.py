@@ -21,6 +21,8 @@ NOT_SETTINGS = {"dataset"}  # what the run reads, given positionally
 #: The command line's own options, not keywords: an action, and the dataset.
 NOT_KEYWORDS = {"help", "list_backbones", "dataset"}
 
+BUILT_IN_LAYOUTS = ["class-per-folder", "split-folders", "manifest"]
+
 
 def test_every_keyword_of_extract_features_is_a_declared_setting_with_its_default():
     parameters = inspect.signature(extract_features).parameters
@@ -70,17 +72,18 @@ def test_choices_and_help_are_those_registered_when_the_parser_is_made():
 
     with registered_layout(Again()):
         layout = next(a for a in build_parser()._actions if a.dest == "layout")
-        assert list(layout.choices) == ["class-per-folder", "again"] and "the same once more" in layout.help
+        assert list(layout.choices) == [*BUILT_IN_LAYOUTS, "again"] and "the same once more" in layout.help
         assert "again (a folder)" in option_table()
     layout = next(a for a in build_parser()._actions if a.dest == "layout")
-    assert list(layout.choices) == ["class-per-folder"]
+    assert list(layout.choices) == BUILT_IN_LAYOUTS
 
 
 @pytest.mark.parametrize("keywords, message", [
     ({"batch_size": 0}, "batch_size (--batch-size) must be a whole number of at least 1, got 0"),
     ({"image_size": 16}, "image_size (--image-size) must be at least 32 for vgg16, got 16"),
     ({"layers": []}, "layers (--layer) must be a list of layer names, got []"),
-    ({"layout": "nope"}, "layout (--layout) must be one of class-per-folder, got 'nope'"),
+    ({"layout": "nope"}, "layout (--layout) must be one of class-per-folder, split-folders, manifest, got "
+                         "'nope'"),
     ({"engine": "ray", "layers": ["a", "b"]}, "several layers (--layer) in one pass run on the local engine"),
     ({"dtype": "int8"}, "dtype (--dtype) must be one of float32, float16, got 'int8'"),
     ({"cpus_per_worker": 1.5},

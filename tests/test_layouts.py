@@ -4,6 +4,7 @@ to the listing's root; class-per-folder exactly as before; the registry and ``--
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,17 @@ import pytest
 from conftest import run_module
 
 from extract import DatasetError, SettingsError, extract_features
-from extract.layouts import LAYOUTS, READS, ClassPerFolder, DatasetLayout, register_layout, registered_layout
+from extract.layouts import (
+    LAYOUTS,
+    READS,
+    ClassPerFolder,
+    DatasetLayout,
+    SplitFolders,
+    detect_layout,
+    register_layout,
+    registered_layout,
+)
+from extract.listing import check_split_classes
 from extract.sources import ImageListing, list_images, resolve_dataset
 
 
@@ -29,11 +40,33 @@ def _class_folders(tmp: Path) -> Path:
     return root
 
 
+def _split_folders(tmp: Path) -> Path:
+    root = tmp / "split"
+    for rel in ("Test/b/3.jpg", "train/b/2.jpg", "train/a/1.jpg", "train/a/notes.txt", "Validation/a/4.jpg",
+                "train/README", "LICENSE"):
+        touch(root / rel)
+    return root
+
+
+def _manifest(tmp: Path) -> Path:
+    root = tmp / "listed"
+    for rel in ("imgs/b.png", "imgs/a.png", "imgs/c.png"):
+        touch(root / rel)
+    (root / "list.csv").write_text("path,label,split\nimgs/b.png,cat,test\nimgs/a.png,dog,train\n"
+                                   f"{root / 'imgs' / 'c.png'},cat,TRAIN\nimgs/none.png,dog,train\n")
+    return root / "list.csv"
+
+
 #: An example dataset for each built-in layout, made in a temporary folder, with the listing it
 #: must give: (paths, labels by name). A layout added to the package needs one here.
 EXAMPLES: dict[str, Callable[[Path], tuple[Path, list[str], list[str]]]] = {
     "class-per-folder": lambda tmp: (_class_folders(tmp), ["a/z.jpeg", "a/sub/y.jpg", "b/1.PNG", "b/2.jpg"],
                                      ["a", "a", "b", "b"]),
+    "split-folders": lambda tmp: (_split_folders(tmp),
+                                  ["train/a/1.jpg", "train/b/2.jpg", "Validation/a/4.jpg", "Test/b/3.jpg"],
+                                  ["a", "b", "a", "b"]),
+    "manifest": lambda tmp: (_manifest(tmp), ["imgs/c.png", "imgs/a.png", "imgs/b.png"],
+                             ["cat", "dog", "cat"]),
 }
 BUILT_IN = sorted(LAYOUTS)
 
@@ -143,7 +176,8 @@ def test_class_per_folder_warns_of_a_folder_of_splits(tmp_path, caplog):
     [record] = [r for r in caplog.records if r.name == "extract"]
     assert record.getMessage() == (
         f"warning: {root}'s class folders Train, validation, test look like splits holding class folders; "
-        f"class-per-folder makes each split a class: pass one split's folder (--dataset {root / 'Train'})")
+        "class-per-folder makes each split a class: leave out --layout (or pass --layout split-folders) "
+        "to keep each image's split")
 
 
 @pytest.mark.parametrize("layout", [
@@ -169,3 +203,46 @@ def test_unknown_layout_is_a_settings_error_and_a_usage_error(tmp_path):
     assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
     usage = run_module("extract", "--help")
     assert "class-per-folder (a folder): one sub-folder of images per class" in " ".join(usage.stdout.split())
+
+
+def test_split_folders_keep_each_rows_split_and_the_union_of_classes(tmp_path, caplog):
+    root = _split_folders(tmp_path)
+    listing = SplitFolders().list_images(root)
+    assert listing.splits == ["train", "train", "val", "test"]  # by split, then class, then path
+    assert listing.class_names == ["a", "b"]
+    assert sorted(listing.ignored) == ["LICENSE", "train/README", "train/a/notes.txt"]
+    # Each split lacks a class: named, one warning per split.
+    with caplog.at_level(logging.WARNING, logger="extract"):
+        check_split_classes(root, listing, logging.getLogger("extract"))
+    messages = [r.getMessage() for r in caplog.records if r.name == "extract"]
+    assert messages == [f"warning: {root}: the val split has no images of class b",
+                        f"warning: {root}: the test split has no images of class a"]
+    assert detect_layout(root) is LAYOUTS["split-folders"]
+    assert detect_layout(_class_folders(tmp_path)) is LAYOUTS["class-per-folder"]
+    left = SplitFolders().list_images(root, exclude=["b"])
+    assert left.class_names == ["a"] and left.excluded_classes == ["b"] and left.splits == ["train", "val"]
+
+
+@pytest.mark.parametrize("tree, message", [
+    (("train/a/1.jpg", "test/b/2.jpg"), "class b has no train images; add some, or leave it out"),
+    (("val/a/1.jpg", "test/a/2.jpg"), "no train rows (its splits: val, test)"),
+    (("train/a/1.jpg", "val/a/2.jpg", "validation/a/3.jpg"), "val/ and validation/ are both the val split"),
+    (("train/a/1.jpg", "extra/a/2.jpg"), "are not splits: split-folders expects train/, val/ or test/"),
+])
+def test_split_folders_refuse_in_one_line(tmp_path, tree, message):
+    for rel in tree:
+        touch(tmp_path / "d" / rel)
+    with pytest.raises(DatasetError, match=re.escape(message)) as raised:
+        listing = SplitFolders().list_images(tmp_path / "d")
+        check_split_classes(tmp_path / "d", listing, logging.getLogger("extract"))
+    assert "\n" not in str(raised.value) and str(tmp_path / "d") in str(raised.value)
+
+
+def test_a_folder_of_splits_is_read_as_split_folders_unless_told(tmp_path):
+    from extract.api import _layout_and_source
+    from extract.settings import ExtractSettings
+
+    root = _split_folders(tmp_path)
+    assert _layout_and_source(str(root), ExtractSettings())[0].name == "split-folders"
+    forced = ExtractSettings(layout="class-per-folder")
+    assert _layout_and_source(str(root), forced)[0].name == "class-per-folder"

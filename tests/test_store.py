@@ -270,3 +270,163 @@ def test_lock_refuses_a_second_writer(tmp_path):
     assert not (tmp_path / "f.hdf5.lock").exists()
     with OutputLock(out):  # free again once released
         pass
+
+
+# -- per-row dataset splits ----------------------------------------------------------------
+
+SPLIT_CYCLE = ("train", "train", "val", "test")
+
+
+def write_with_splits(path, rows=11, buffer_size=2, complete=True, drop=()):
+    """Rows added in uneven pieces by a writer with splits: one commit per piece."""
+    X = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2)
+    paths = [f"a/{i:02d}.jpg" for i in range(rows)]
+    splits = [SPLIT_CYCLE[i % 4] for i in range(rows)]
+    w = FeatureWriter(path, dim=2, label_names=["a"], attrs={}, buffer_size=buffer_size, splits=True)
+    for start, stop in ((0, 3), (3, 9), (9, rows)):
+        w.add(X[start:stop], [0] * (stop - start), paths[start:stop], splits=splits[start:stop])
+    if complete:
+        w.finish(drop=drop)
+    else:
+        w.close(complete=False)  # as if killed after its last commit
+    return X, paths, splits
+
+
+def test_splits_round_trip_aligned_with_paths(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, paths, splits = write_with_splits(path)
+    with FeatureFile(path) as ff:
+        assert ff.paths == paths and ff.splits == splits
+        np.testing.assert_array_equal(ff.load_features(), X)
+    with h5py.File(path, "r") as f:
+        ds = f[schema.SPLITS]
+        assert not ds.is_virtual and ds.chunks == f[schema.PATHS].chunks
+        assert h5py.check_string_dtype(ds.dtype).encoding == "utf-8"
+
+
+def test_splits_of_an_unfinished_file_are_read_through_the_index(tmp_path):
+    path = tmp_path / "f.hdf5"
+    _, paths, splits = write_with_splits(path, complete=False)
+    with h5py.File(path, "r") as f:
+        assert f[schema.SPLITS].is_virtual and len(f[schema.SPLITS].virtual_sources()) == 3
+    with FeatureFile(path, allow_partial=True) as ff:
+        assert ff.n_rows == 11 and ff.paths == paths and ff.splits == splits
+
+
+def test_extending_a_file_with_splits_keeps_them(tmp_path):
+    path = tmp_path / "f.hdf5"
+    _, paths, splits = write_with_splits(path)
+    with FeatureWriter(path, dim=2, label_names=["a", "b"], attrs={}, buffer_size=2, resume=True,
+                       splits=True) as w:
+        w.add(np.zeros((3, 2)), [1, 1, 0], ["b/0.jpg", "b/1.jpg", "a/new.jpg"],
+              splits=["test", "val", "train"])
+    with FeatureFile(path) as ff:
+        assert ff.paths == paths + ["b/0.jpg", "b/1.jpg", "a/new.jpg"]
+        assert ff.splits == splits + ["test", "val", "train"]
+
+
+@pytest.mark.parametrize("complete", [True, False])  # a finished base, or the parts of a killed run
+def test_finish_drops_the_splits_of_dropped_rows(tmp_path, complete):
+    path = tmp_path / "f.hdf5"
+    _, paths, splits = write_with_splits(path, complete=complete)
+    with FeatureWriter(path, dim=2, label_names=["a"], attrs={}, resume=True, splits=True) as w:
+        assert w.finish(drop={paths[2], paths[3]}) == 2  # a "val" and a "test" row
+    keep = [i for i in range(11) if i not in (2, 3)]
+    with FeatureFile(path) as ff:
+        assert ff.paths == [paths[i] for i in keep]
+        assert ff.splits == [splits[i] for i in keep]
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_writer_must_agree_with_the_file_about_splits(tmp_path, complete):
+    with_splits, without = tmp_path / "with.hdf5", tmp_path / "without.hdf5"
+    write_with_splits(with_splits, complete=complete)
+    w = FeatureWriter(without, dim=2, label_names=["a"], attrs={}, buffer_size=2)
+    w.add(np.zeros((3, 2)), [0, 0, 0], ["x", "y", "z"])
+    w.close(complete=complete)
+    with pytest.raises(ValueError, match="holds splits but this writer has none; pass splits=True") as err:
+        FeatureWriter(with_splits, dim=2, label_names=["a"], attrs={}, resume=True)
+    assert str(with_splits) in str(err.value)
+    with pytest.raises(ValueError, match="has no splits but this writer has them") as err:
+        FeatureWriter(without, dim=2, label_names=["a"], attrs={}, resume=True, splits=True)
+    assert str(without) in str(err.value)
+    with FeatureFile(without, allow_partial=True) as ff:
+        assert ff.splits is None and ff.n_rows == 3
+
+
+def test_add_refuses_missing_extra_or_invalid_splits(tmp_path):
+    path = tmp_path / "f.hdf5"
+    with FeatureWriter(path, dim=2, label_names=["a"], attrs={}, splits=True) as w:
+        with pytest.raises(ValueError, match="required by a writer with splits=True"):
+            w.add(np.zeros((1, 2)), [0], ["x"])
+        with pytest.raises(ValueError, match="'validation' is not one of train, val, test") as err:
+            w.add(np.zeros((2, 2)), [0, 0], ["x", "y"], splits=["train", "validation"])
+        assert str(path) in str(err.value)
+        with pytest.raises(ValueError, match="1 splits for 2 rows"):
+            w.add(np.zeros((2, 2)), [0, 0], ["x", "y"], splits=["train"])
+        w.add(np.zeros((1, 2)), [0], ["z"], splits=["val"])
+    with FeatureWriter(tmp_path / "g.hdf5", dim=2, label_names=["a"], attrs={}) as w:
+        with pytest.raises(ValueError, match="and only by one"):
+            w.add(np.zeros((1, 2)), [0], ["x"], splits=["train"])
+    with FeatureFile(path) as ff:  # nothing of the refused calls was buffered
+        assert ff.paths == ["z"] and ff.splits == ["val"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f[schema.SPLITS].__setitem__(1, "dev"), "split 'dev' is not one of train, val, test"),
+        (lambda f: f[schema.SPLITS].resize((3,)), "3 splits for 2 rows"),
+    ],
+)
+def test_reader_checks_splits(tmp_path, damage, message):
+    path = tmp_path / "f.hdf5"
+    with FeatureWriter(path, dim=2, label_names=["a"], attrs={}, splits=True) as w:
+        w.add(np.zeros((2, 2)), [0, 0], ["x", "y"], splits=["train", "test"])
+    with h5py.File(path, "a") as f:
+        damage(f)
+    with pytest.raises(FeatureFileError, match=message) as err:
+        FeatureFile(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_shard_with_splits_is_adopted_with_them(tmp_path):
+    from features.writer import parts_dir, write_part_file
+
+    path = tmp_path / "f.hdf5"
+    parts = parts_dir(path)
+    parts.mkdir()
+    shards = {"shard-000000000-t.h5": (["a/0", "a/1"], ["val", "train"]),
+              "shard-000000002-t.h5": (["a/2", "a/3", "a/4"], ["test", "test", "train"])}
+    for name, (paths, splits) in shards.items():
+        write_part_file(parts / name, [np.ones((len(paths), 2))], np.zeros(len(paths)), paths,
+                        dim=2, dtype="float32", skipped=[], splits=splits)
+    with pytest.raises(ValueError, match="'trian' is not one of"):
+        write_part_file(parts / "bad.h5", [np.ones((1, 2))], [0], ["a/9"], dim=2, dtype="float32",
+                        splits=["trian"])
+    w = FeatureWriter(path, dim=2, label_names=["a"], attrs={}, splits=True)
+    w.order_parts(lambda first: int(first[2:]))
+    for name in reversed(shards):  # committed out of listing order
+        w.add_part(f"{parts.name}/{name}", len(shards[name][0]), shards[name][0][0])
+    with FeatureFile(path, allow_partial=True) as ff:  # the index, over the shards
+        assert ff.paths == ["a/0", "a/1", "a/2", "a/3", "a/4"]
+        assert ff.splits == ["val", "train", "test", "test", "train"]
+    w.finish()
+    with FeatureFile(path) as ff:  # merged
+        assert ff.splits == ["val", "train", "test", "test", "train"]
+        assert not ff.features.is_virtual
+
+
+def test_a_shard_without_splits_is_refused_by_a_writer_with_them(tmp_path):
+    from features.writer import parts_dir, write_part_file
+
+    path = tmp_path / "f.hdf5"
+    parts = parts_dir(path)
+    parts.mkdir()
+    write_part_file(parts / "shard-0.h5", [np.ones((1, 2))], [0], ["a/0"], dim=2, dtype="float32")
+    w = FeatureWriter(path, dim=2, label_names=["a"], attrs={}, splits=True)
+    with pytest.raises(ValueError, match="shard-0.h5: has no splits but the writer of"):
+        w.add_part(f"{parts.name}/shard-0.h5", 1, "a/0")
+    w.close()
+    with FeatureFile(path) as ff:  # not listed: the file stays empty, not ragged
+        assert ff.n_rows == 0 and ff.splits == []

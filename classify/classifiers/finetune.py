@@ -235,9 +235,9 @@ class FineTune(KerasClassifier):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def fit(self, X: np.ndarray, y: np.ndarray, image_ids: np.ndarray | None = None,
-            mirrored: np.ndarray | None = None) -> FineTune:
-        """Fine-tune on stored map rows ``X`` and labels ``y``; returns ``self``. ``image_ids``
-        and ``mirrored`` mark mirrored rows as for :meth:`classify.classifiers.head.DenseHead.fit`."""
+            mirrored: np.ndarray | None = None, sample_weight: np.ndarray | None = None) -> FineTune:
+        """Fine-tune on stored map rows ``X`` and labels ``y``; returns ``self``. ``image_ids``,
+        ``mirrored`` and ``sample_weight`` as for :meth:`classify.classifiers.head.DenseHead.fit`."""
         from ..inference.rebuild import extraction_backbone
         from .head import _keras, _validation_split, build_head, compile_head, train_head
 
@@ -265,7 +265,8 @@ class FineTune(KerasClassifier):
         inputs = keras.Input(top.input_shape[1:], name="maps")
         model = keras.Model(inputs, head(top(inputs)), name="featurebank_finetune")
         common = {"batch_size": int(self.batch_size), "validation": validation,
-                  "patience": int(self.patience)}
+                  "patience": int(self.patience),
+                  "weights": None if sample_weight is None else np.asarray(sample_weight, np.float32)[train]}
         top.trainable = False  # phase 1: the head alone
         warm = 0
         if self.warmup_epochs:

@@ -104,12 +104,12 @@ def compile_head(model: Any, optimizer: str = "rmsprop", learning_rate: float = 
 
 def train_head(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 32, epochs: int = 100,
                seed: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None,
-               patience: int = 10) -> tuple[int, int]:
+               patience: int = 10, weights: np.ndarray | None = None) -> tuple[int, int]:
     """Train a compiled ``model`` on rows ``X`` and integer labels ``y``: each epoch the rows in
     a new order drawn from ``seed``, in batches of ``batch_size``; with ``validation``, stop
     once its loss has not improved for ``patience`` epochs and keep the weights of the best
     epoch (Keras' ``EarlyStopping(restore_best_weights=True)`` rule). Returns the epochs
-    trained and the best epoch.
+    trained and the best epoch. ``weights`` (one per row) weigh each row's loss.
 
     Written here rather than with ``model.fit``: fit draws its order of rows from global random
     state (TensorFlow's global seed for arrays, Python's ``random`` for a ``PyDataset``) and its
@@ -130,7 +130,7 @@ def train_head(model: Any, X: np.ndarray, y: np.ndarray, *, batch_size: int = 32
         order = rng.permutation(len(X))
         for start in range(0, len(X), batch_size):
             rows = order[start:start + batch_size]
-            model.train_on_batch(X[rows], y[rows])
+            model.train_on_batch(X[rows], y[rows], sample_weight=None if weights is None else weights[rows])
         if validation is None:
             continue
         loss = _cross_entropy(model, *validation)
@@ -358,12 +358,13 @@ class DenseHead(KerasClassifier):
             raise ValueError(f"random_state must be a whole number, got {self.random_state!r}")
 
     def fit(self, X: np.ndarray, y: np.ndarray, image_ids: np.ndarray | None = None,
-            mirrored: np.ndarray | None = None) -> DenseHead:
+            mirrored: np.ndarray | None = None, sample_weight: np.ndarray | None = None) -> DenseHead:
         """Train a new head on feature rows ``X`` and labels ``y``; returns ``self``.
 
         ``image_ids`` and ``mirrored`` say which rows are mirrored images and of which image
         (``classify --augment``): the validation slice then holds no mirror, and no mirror of
-        a validation image trains (see :func:`_validation_split`)."""
+        a validation image trains (see :func:`_validation_split`). ``sample_weight`` weighs
+        each training row's loss (``--class-weight``; the validation loss is unweighted)."""
         self._validate_params()
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2:
@@ -385,6 +386,7 @@ class DenseHead(KerasClassifier):
         self.epochs_, self.best_epoch_ = train_head(
             model, X[train], codes[train], batch_size=int(self.batch_size), epochs=int(self.epochs),
             seed=seed, validation=validation, patience=int(self.patience),
+            weights=None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)[train],
         )
         # The head alone, without the optimizer's state: what is saved, exported and predicted.
         self.model_ = keras.Model(model.input, model.output, name=model.name)

@@ -40,6 +40,11 @@ class Prediction:
         The most probable classes, most probable first, with their probabilities.
     error : str or None
         Why the image could not be decoded (``"empty file"``); None when it was.
+    split : str or None
+        The image's split, for an image of a split-folders tree (``train/``, ``val/``,
+        ``test/``); None otherwise.
+    label : str or None
+        Its class folder in such a tree, the true class a report compares with.
     """
 
     path: str
@@ -47,25 +52,29 @@ class Prediction:
     probability: float | None
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    split: str | None = None
+    label: str | None = None
 
-    def csv_row(self) -> list[str]:
-        """The row ``python -m classify predict`` writes: path, predicted, probability, top
-        classes (``name:prob`` joined by ``;``), error (``skipped: <reason>``).
+    def csv_row(self, split: bool = False) -> list[str]:
+        """The row ``python -m classify predict`` writes: path, (with ``split``, the split,)
+        predicted, probability, top classes (``name:prob`` joined by ``;``), error
+        (``skipped: <reason>``).
 
         Examples
         --------
         >>> Prediction("a.jpg", "daisy", 0.9, [("daisy", 0.9), ("tulip", 0.1)]).csv_row()
         ['a.jpg', 'daisy', '0.9000', 'daisy:0.9000;tulip:0.1000', '']
-        >>> Prediction("b.jpg", None, None, [], "empty file").csv_row()
-        ['b.jpg', '', '', '', 'skipped: empty file']
+        >>> Prediction("b.jpg", None, None, [], "empty file", split="test").csv_row(split=True)
+        ['b.jpg', 'test', '', '', '', 'skipped: empty file']
         """
+        where = [self.path, self.split or ""] if split else [self.path]
         if self.error is not None:
-            return [self.path, "", "", "", f"skipped: {self.error}"]
-        return [self.path, str(self.predicted), f"{self.probability:.4f}",
+            return [*where, "", "", "", f"skipped: {self.error}"]
+        return [*where, str(self.predicted), f"{self.probability:.4f}",
                 ";".join(f"{name}:{p:.4f}" for name, p in self.top), ""]
 
 
-def csv_header(top: int = 3) -> list[str]:
+def csv_header(top: int = 3, split: bool = False) -> list[str]:
     """The CSV's header row.
 
     Examples
@@ -73,10 +82,10 @@ def csv_header(top: int = 3) -> list[str]:
     >>> csv_header()
     ['path', 'predicted', 'probability', 'top3', 'error']
     """
-    return ["path", "predicted", "probability", f"top{top}", "error"]
+    return ["path", *(["split"] if split else []), "predicted", "probability", f"top{top}", "error"]
 
 
-def write_csv(predictions: Iterable[Prediction], out: TextIO, top: int = 3) -> None:
+def write_csv(predictions: Iterable[Prediction], out: TextIO, top: int = 3, split: bool = False) -> None:
     """Write ``predictions`` as ``python -m classify predict`` does, row by row as they come.
 
     Examples
@@ -88,33 +97,78 @@ def write_csv(predictions: Iterable[Prediction], out: TextIO, top: int = 3) -> N
     a.jpg,daisy,0.9000,daisy:0.9000;tulip:0.1000,
     """
     writer = csv.writer(out)
-    writer.writerow(csv_header(top))
+    writer.writerow(csv_header(top, split))
     for prediction in predictions:
-        writer.writerow(prediction.csv_row())
+        writer.writerow(prediction.csv_row(split))
 
 
 def image_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """The image files named, and those under the folders named, in a fixed order (one path
     alone is taken as a list of one)."""
+    return [file for file, _, _ in labelled_files(inputs)]
+
+
+def labelled_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]
+                   ) -> list[tuple[str, str | None, str | None]]:
+    """:func:`image_files` as ``(file, class, split)``: the class folder and split of each
+    image of a split-folders tree (:class:`extract.layouts.SplitFolders`), None elsewhere."""
+    from extract.errors import DatasetError
+    from extract.layouts.split_folders import SplitFolders
     from extract.sources import IMAGE_EXTENSIONS
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    found: list[str] = []
+    found: list[tuple[str, str | None, str | None]] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        if SplitFolders().recognises(path):
+            try:
+                listing = SplitFolders().list_images(path)
+            except DatasetError as exc:
+                raise PredictError(str(exc)) from None
+            found.extend((str(path / p), listing.class_names[k], split)
+                         for p, k, split in zip(listing.paths, listing.labels, listing.splits, strict=True))
+        elif path.is_dir():
             found.extend(
-                str(p) for p in sorted(path.rglob("*"))
+                (str(p), None, None) for p in sorted(path.rglob("*"))
                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             )
         elif path.is_file():
-            found.append(str(path))
+            found.append((str(path), None, None))
         else:
             raise PredictError(f"{os.fspath(item)}: no such file or folder")
     if not found:
         raise PredictError(f"no image files in {', '.join(map(os.fspath, inputs))}")
     return found
+
+
+def split_reports(predictions: Sequence[Prediction]) -> str:
+    """The per-class precision / recall / F1 report of each split's predictions against their
+    class folders (images of a split-folders tree; those that could not be decoded left out),
+    in train, val, test order; empty when no prediction has a split.
+
+    Examples
+    --------
+    >>> rows = [Prediction("t/a/1.jpg", "a", 0.9, split="test", label="a"),
+    ...         Prediction("t/b/2.jpg", "a", 0.6, split="test", label="b")]
+    >>> print(split_reports(rows).splitlines()[0])
+    test: 2 images, accuracy 0.5000
+    """
+    from sklearn.metrics import classification_report
+
+    from extract.listing import SPLITS
+
+    parts = []
+    for split in SPLITS:
+        mine = [p for p in predictions if p.split == split and p.error is None]
+        if not mine:
+            continue
+        truth, guess = [p.label for p in mine], [p.predicted for p in mine]
+        accuracy = sum(t == g for t, g in zip(truth, guess, strict=True)) / len(mine)
+        table = classification_report(truth, guess, labels=sorted(set(truth) | set(guess)), digits=4,
+                                      zero_division=0)
+        parts.append(f"{split}: {len(mine)} images, accuracy {accuracy:.4f}\n{table}")
+    return "\n".join(parts)
 
 
 def read_card(model_path: str | os.PathLike) -> dict[str, Any]:
@@ -167,8 +221,8 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
 
 
 def _predictions(
-    estimator: Any, card: dict, loaded: Any, files: list[str], *, batch_size: int, top: int,
-    progress: bool,
+    estimator: Any, card: dict, loaded: Any, found: list[tuple[str, str | None, str | None]], *,
+    batch_size: int, top: int, progress: bool,
 ) -> Iterator[Prediction]:
     from tqdm.auto import tqdm
 
@@ -177,13 +231,15 @@ def _predictions(
 
     ext = card["extraction"]
     names = card["classes"]
+    files = [file for file, _, _ in found]
     listing = ImageListing(Path(""), list(names), files, np.zeros(len(files), dtype=np.int32))
     stored = ext.get("dtype") or "float32"
     with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=not progress) as bar:
         for batch in decoded_batches(listing, range(len(files)), batch_size, loaded.image_size,
                                      ext.get("interpolation") or "nearest"):
             done: dict[int, Prediction] = {
-                i: Prediction(files[i], None, None, [], reason) for i, reason in batch.failed
+                i: Prediction(files[i], None, None, [], reason, found[i][2], found[i][1])
+                for i, reason in batch.failed
             }
             if batch.decoded:
                 feats = loaded.embed(batch.images)
@@ -196,7 +252,8 @@ def _predictions(
                 for i, p in zip(batch.decoded, proba, strict=True):
                     order = np.argsort(-p)[:top]
                     ranked = [(names[int(labels[k])], float(p[k])) for k in order]
-                    done[i] = Prediction(files[i], ranked[0][0], ranked[0][1], ranked)
+                    done[i] = Prediction(files[i], ranked[0][0], ranked[0][1], ranked, None, found[i][2],
+                                         found[i][1])
             yield from (done[i] for i in batch.indices)  # in the order given
             bar.update(len(batch.indices))
 
@@ -223,9 +280,9 @@ def iter_predictions(
     """
     check_count("batch_size", batch_size)
     check_count("top", top)
-    files = image_files(inputs)
+    found = labelled_files(inputs)
     estimator, card, loaded = load_model(model_path, weights)
-    return _predictions(estimator, card, loaded, files, batch_size=batch_size, top=top,
+    return _predictions(estimator, card, loaded, found, batch_size=batch_size, top=top,
                         progress=progress)
 
 
@@ -250,7 +307,9 @@ def predict(
         The saved model, ``M.joblib`` (a head: ``M.keras``); its card ``M.card.json`` must be
         beside it.
     inputs : path or sequence of paths
-        Image files and folders (searched recursively for images).
+        Image files and folders (searched recursively for images). The images of a
+        split-folders tree (``train/``, ``val/``, ``test/`` of class folders) carry their split
+        and class folder, which :func:`split_reports` compares the predictions with.
     weights : path, optional
         The weights file the training features came from. Not needed for ``imagenet`` and
         ``hed-bsds500``, nor for a file still where extraction read it, unchanged.

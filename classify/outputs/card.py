@@ -42,6 +42,8 @@ def model_card(result: Any) -> dict[str, Any]:
         "test_accuracy": evaluation.accuracy,
         "test_macro_f1": evaluation.macro_f1,
         "test_images": len(evaluation.y_test),
+        # Which rows trained and which were reported on: the file's own split, or a random one.
+        "split": result.settings.get("split"),
         # How it was trained and scored: predict scores each image once, without its mirror.
         "augment": search.augment,
         "tta": search.tta,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
 
 from .result import SearchResult, cv_row, predict_rows
 from .split import SplitError, class_name
@@ -67,6 +67,8 @@ def run_search(
     augment: bool = False,
     tta: bool = False,
     c_path: bool = False,
+    val_fold: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> SearchResult:
     """Grid-search ``estimator`` with stratified k-fold CV on the training rows only, refit
     the best parameters on all training rows, and predict the test rows.
@@ -98,6 +100,13 @@ def run_search(
     returned (``scripts/bench_classify.py`` measures both). Without it (or for another grid,
     or narrower features), ``GridSearchCV`` on the PCA coordinates (:func:`grid_search`).
 
+    ``val_fold`` (positions in ``train``) replaces the cross-validation folds by one fold:
+    those rows score, the others fit (a dataset's own val split); the refit is on all of
+    ``train``.
+
+    ``sample_weight`` (one per training row) weighs the rows in every fit, folds and refit
+    (a mirror as its image); the regularisation path, which has no weights, is then left out.
+
     ``label_names`` name the class in the error for a class with fewer than 2 training rows.
     """
     if select not in ("accuracy", "log_loss"):
@@ -105,22 +114,41 @@ def run_search(
     if (augment or tta) and (mirror is None or np.shape(mirror) != np.shape(X)):
         raise ValueError("augment and tta need mirror, the mirrored features of every row of X")
     y_train = y[train]
-    cv = stratified_folds(y_train, folds, seed, label_names)
+    if val_fold is None:
+        cv: Any = stratified_folds(y_train, folds, seed, label_names)
+    else:
+        cv = given_fold(y_train, val_fold)
     if augment:
         y_fit = np.concatenate([y_train, y_train])
         splits: Any = mirrored_folds(cv, y_train)
     else:
         y_fit, splits = y_train, list(cv.split(np.zeros((len(y_train), 1)), y_train))
-    if c_path and row_space and X.shape[1] >= 2 * len(y_fit):
+    if c_path and sample_weight is None and row_space and X.shape[1] >= 2 * len(y_fit):
         from .regpath import path_eligible, path_search
 
         if path_eligible(estimator, grid):
             return path_search(name, estimator, grid, X, y, train, test, splits, select=select,
                                mirror=mirror, augment=augment, tta=tta)
     X_fit = np.concatenate([X[train], mirror[train]]) if augment else X[train]
+    fit_params = mirror_fit_params(estimator, train) if augment else {}
+    if sample_weight is not None:
+        fit_params["sample_weight"] = np.concatenate([sample_weight] * (2 if augment else 1))
     return grid_search(name, estimator, grid, X_fit, y_fit, X[test], mirror[test] if tta else None,
                        splits, jobs=jobs, verbose=verbose, select=select, row_space=row_space,
-                       fit_params=mirror_fit_params(estimator, train) if augment else {}, augment=augment)
+                       fit_params=fit_params, augment=augment)
+
+
+def given_fold(y_train: np.ndarray, val_fold: np.ndarray) -> PredefinedSplit:
+    """One fold: the rows at ``val_fold`` score, the others fit.
+
+    Examples
+    --------
+    >>> [(a.tolist(), b.tolist()) for a, b in given_fold(np.zeros(4), np.array([1, 3])).split()]
+    [([0, 2], [1, 3])]
+    """
+    test_fold = np.full(len(y_train), -1)
+    test_fold[np.asarray(val_fold)] = 0
+    return PredefinedSplit(test_fold)
 
 
 def stratified_folds(y_train: np.ndarray, folds: int, seed: int,

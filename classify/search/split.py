@@ -1,8 +1,11 @@
-"""The train / test split of stage 2: stratified, seeded, the same for every model."""
+"""The rows of stage 2: the split a feature file stores (its dataset's own train / val / test),
+or a stratified, seeded train / test split; the same for every model."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -65,3 +68,87 @@ def stratified_split(
     except ValueError as exc:
         raise SplitError(f"cannot split {len(labels)} rows with --test-size {test_size}: {exc}") from None
     return np.sort(train), np.sort(test)
+
+
+
+@dataclass(frozen=True)
+class RowSplit:
+    """Which rows a run searches and refits on, and which it reports on.
+
+    Attributes
+    ----------
+    train : ndarray of int
+        Rows the search and the refit use, sorted.
+    test : ndarray of int
+        Rows the report is on, sorted.
+    val_fold : ndarray of int, optional
+        Positions in ``train`` of the one validation fold (``use_val``: the file's val
+        split), instead of cross-validation folds.
+    source : {"random", "stored"}
+        A stratified, seeded split, or the split the feature file stores.
+    report_on : {"test", "val"}
+        The stored split the report is on (``val`` where the file has no test split).
+    unused : int
+        Stored val rows neither trained nor reported on (a test split, without ``use_val``).
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    val_fold: np.ndarray | None = None
+    source: str = "random"
+    report_on: str = "test"
+    unused: int = 0
+
+    def describe(self) -> str:
+        """One line saying which rows do what.
+
+        Examples
+        --------
+        >>> RowSplit(np.arange(6), np.arange(6, 8)).describe()
+        'rows: 6 train (cross-validated), 2 test (a random, stratified split)'
+        """
+        if self.source == "random":
+            return (f"rows: {len(self.train)} train (cross-validated), {len(self.test)} test (a random, "
+                    "stratified split)")
+        if self.val_fold is not None:
+            searched = (f"{len(self.train) - len(self.val_fold)} train + {len(self.val_fold)} val (the val "
+                        "split chooses the parameters, then both refit)")
+        else:
+            searched = f"{len(self.train)} train (cross-validated)"
+        unused = f", {self.unused} val unused (--use-val chooses on them)" if self.unused else ""
+        return f"rows: {searched}, {len(self.test)} {self.report_on} (reported){unused}; the file's own split"
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``--json`` and the model card record of it."""
+        return {"source": self.source, "train_rows": len(self.train), "report_on": self.report_on,
+                "report_rows": len(self.test), "validation": "val split" if self.val_fold is not None
+                else "cross-validation", "val_rows_unused": self.unused}
+
+
+def stored_split(splits: Sequence[str], use_val: bool = False) -> RowSplit:
+    """The rows of a file's stored split (one of train / val / test per row): the search on
+    train (or, with ``use_val``, on train with val as its one validation fold, then refit on
+    both), the report on test, or on val where there is no test split.
+
+    Examples
+    --------
+    >>> split = stored_split(["train", "test", "val", "train"], use_val=True)
+    >>> split.train.tolist(), split.val_fold.tolist(), split.test.tolist()
+    ([0, 2, 3], [1], [1])
+    """
+    splits = np.asarray(splits)
+    train, val, test = (np.flatnonzero(splits == name) for name in ("train", "val", "test"))
+    if not len(test):
+        if use_val:
+            raise SplitError("--use-val chooses on the val split, but with no test split the report is "
+                             "on val: leave out --use-val, or add a test split")
+        if not len(val):
+            raise SplitError("its stored split has train rows only, nothing to report on: add a val "
+                             "or test split, or pass --resplit to hold out test rows at random")
+        return RowSplit(train, val, source="stored", report_on="val")
+    if not use_val:
+        return RowSplit(train, test, source="stored", unused=len(val))
+    if not len(val):
+        raise SplitError("--use-val chooses on the val split, and its stored split has none")
+    rows = np.sort(np.concatenate([train, val]))
+    return RowSplit(rows, test, val_fold=np.flatnonzero(np.isin(rows, val)), source="stored")

@@ -3,8 +3,10 @@
 A *layout* turns the ``--dataset`` it is given into an :class:`extract.listing.ImageListing`:
 image paths relative to the listing's root (as feature files record them), the label of each
 (an index into its class names) and, where the layout has one, the split of each. ``python -m
-extract --layout NAME`` and ``extract_features(..., layout=NAME)`` choose one;
-``class-per-folder`` (:mod:`extract.layouts.class_per_folder`) is the default.
+extract --layout NAME`` and ``extract_features(..., layout=NAME)`` choose one; without it the
+first registered layout that :meth:`~DatasetLayout.recognises` the dataset reads it
+(``split-folders`` for a folder of ``train/``, ``val/``, ``test/``), else ``class-per-folder``
+(:mod:`extract.layouts.class_per_folder`).
 
 A new layout is one module with a class following :class:`DatasetLayout` and one call of
 :func:`extract.register_layout`.
@@ -20,6 +22,8 @@ from typing import Protocol, runtime_checkable
 from ..errors import SettingsError
 from ..listing import ImageListing
 from .class_per_folder import ClassPerFolder
+from .manifest import Manifest
+from .split_folders import SplitFolders
 
 #: What a layout's ``--dataset`` names.
 READS = ("folder", "file")
@@ -41,6 +45,9 @@ class DatasetLayout(Protocol):
         name in the data folder or as a path.
     description : str
         One line for ``python -m extract --help``.
+
+    A layout may also have ``recognises(source: Path) -> bool``: True when a dataset given
+    without ``--layout`` is laid out its way (it then reads it rather than the default).
 
     Examples
     --------
@@ -140,13 +147,34 @@ def layout_named(name: str) -> DatasetLayout:
     return LAYOUTS[name]
 
 
+def detect_layout(source: Path) -> DatasetLayout:
+    """The layout that reads ``source`` when none is named: the first registered one that
+    recognises it, else :data:`DEFAULT_LAYOUT`.
+
+    Examples
+    --------
+    >>> detect_layout(Path("output")).name  # doctest: +SKIP
+    'split-folders'
+    """
+    for layout in LAYOUTS.values():
+        recognises = getattr(layout, "recognises", None)
+        if recognises is not None and recognises(source):
+            return layout
+    return LAYOUTS[DEFAULT_LAYOUT]
+
+
 register_layout(ClassPerFolder())
+register_layout(SplitFolders())
+register_layout(Manifest())
 
 __all__ = [
     "DEFAULT_LAYOUT",
     "LAYOUTS",
     "ClassPerFolder",
     "DatasetLayout",
+    "Manifest",
+    "SplitFolders",
+    "detect_layout",
     "layout_named",
     "register_layout",
     "registered_layout",

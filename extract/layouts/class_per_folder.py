@@ -10,12 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ..listing import IMAGE_EXTENSIONS, ImageListing
+from ..listing import IMAGE_EXTENSIONS, SPLITS, ImageListing, canonical_split
 
 log = logging.getLogger("extract")
-
-#: Folder names of a dataset's splits, lower case, by the order splits are told in.
-SPLIT_NAMES = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2, "testing": 2}
 
 
 class ClassPerFolder:
@@ -70,7 +67,7 @@ def list_class_folders(root: str | os.PathLike, exclude: Sequence[str] = ()) -> 
     empty: list[str] = []
     for class_dir in class_dirs:
         label, before = len(class_names), len(paths)
-        for rel in _class_files(root, class_dir, ignored):
+        for rel in class_files(root, class_dir, ignored):
             paths.append(rel)
             labels.append(label)
         if len(paths) > before:
@@ -100,18 +97,31 @@ def warn_if_splits(root: Path, class_dirs: Sequence[Path]) -> bool:
     >>> warn_if_splits(Path("flowers"), [Path("flowers/train"), Path("flowers/val")])  # doctest: +SKIP
     True
     """
-    if not class_dirs or any(p.name.lower() not in SPLIT_NAMES for p in class_dirs):
+    if not looks_split(class_dirs):
         return False
-    if not all(any(sub.is_dir() and not sub.name.startswith(".") for sub in p.iterdir()) for p in class_dirs):
-        return False  # folders of images alone may be classes so named; splits hold class folders
-    splits = sorted(class_dirs, key=lambda p: (SPLIT_NAMES[p.name.lower()], p.name))
+    splits = sorted(class_dirs, key=lambda p: (SPLITS.index(canonical_split(p.name)), p.name))
     log.warning(f"warning: {root}'s class folders {', '.join(p.name for p in splits)} look like splits "
-                "holding class folders; class-per-folder makes each split a class: pass one split's "
-                f"folder (--dataset {root / splits[0].name})")
+                "holding class folders; class-per-folder makes each split a class: leave out --layout "
+                "(or pass --layout split-folders) to keep each image's split")
     return True
 
 
-def _class_files(root: Path, class_dir: Path, ignored: list[str]) -> list[str]:
+def looks_split(folders: Sequence[Path]) -> bool:
+    """True when ``folders`` (a dataset's top-level folders) are all named for splits (train,
+    val, test or the like, any case) and each holds sub-folders: a pre-split dataset's splits,
+    each one class-per-folder. Folders of images alone may be classes so named.
+
+    Examples
+    --------
+    >>> looks_split([Path("flowers/train"), Path("flowers/val")])  # doctest: +SKIP
+    True
+    """
+    if not folders or any(canonical_split(p.name) is None for p in folders):
+        return False
+    return all(any(sub.is_dir() and not sub.name.startswith(".") for sub in p.iterdir()) for p in folders)
+
+
+def class_files(root: Path, class_dir: Path, ignored: list[str]) -> list[str]:
     """The images of one class folder, relative to ``root``, in sorted walk order; the other
     files go to ``ignored``. Hidden files and folders are left out."""
     images = []
