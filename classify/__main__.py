@@ -328,8 +328,9 @@ def predict_main(argv: list[str]) -> int:
             split = any(s for _, _, s in prediction.labelled_files(args.inputs))
 
             def write(out):
-                seen: list = []
-                prediction.write_csv((seen.append(p) or p for p in predictions), out, split=split)
+                seen: list = []  # kept for --report only
+                rows = (seen.append(p) or p for p in predictions) if args.report else predictions
+                prediction.write_csv(rows, out, split=split)
                 if args.report:
                     print(prediction.split_reports(seen) or "no images of a split-folders tree to report on",
                           file=sys.stdout if out is not sys.stdout else sys.stderr)

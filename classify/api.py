@@ -14,10 +14,15 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .classifiers import get_classifier
 from .errors import SettingsError, named
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .search.split import RowSplit
 from .evaluation.results import ModelResult
 from .settings import TrainSettings, check_grid_values, parse_grid
 
@@ -182,7 +187,9 @@ def train_and_evaluate(
         log.info("%s", split.describe())
     weights = training_weights(data, split, class_weight, estimators)
     destinations = open_outputs({"json": json, "save": save, "plots": plots, **(outputs or {})})
-    settings = {"test_size": test_size, "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
+    # The share a random split held out (a stored split: none asked for, none used).
+    share = test_size if split.source == "stored" or test_size is not None else 0.25
+    settings = {"test_size": share, "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
                 "augment": augment, "tta": tta, "precision": precision, "use_val": use_val,
                 "resplit": resplit, "split": split.to_json(), "class_weight": class_weight}
     results: dict[str, ModelResult] = {}
@@ -245,7 +252,7 @@ def read_features(path: str, *, allow_partial: bool, mirrors: bool) -> FeatureDa
 
 
 def split_rows(data: FeatureData, test_size: float | None, seed: int, allow_partial: bool, *,
-               use_val: bool = False, resplit: bool = False) -> Any:
+               use_val: bool = False, resplit: bool = False) -> RowSplit:
     """The file's stored split (:func:`~classify.search.split.stored_split`) unless ``resplit``,
     else the stratified, seeded train / test rows; errors name the file."""
     from .search.split import RowSplit, SplitError, stored_split, stratified_split
@@ -257,6 +264,10 @@ def split_rows(data: FeatureData, test_size: float | None, seed: int, allow_part
     if use_val and not stored:
         raise SettingsError(f"{named('use_val')} chooses on a stored val split, and {data.path} has "
                             "none (extract a split-folders dataset or a manifest with a split column)")
+    if stored and not data.complete:
+        raise SplitError(f"{data.path} is unfinished: rows are extracted train, val, test in turn, so its "
+                         "stored split may lack val or test rows yet; run extract again to finish it, or "
+                         "pass --resplit to split its rows at random")
     try:
         if stored:
             return stored_split(data.splits, use_val)
@@ -269,8 +280,8 @@ def split_rows(data: FeatureData, test_size: float | None, seed: int, allow_part
         raise SplitError(f"{data.path}: {exc}") from None
 
 
-def training_weights(data: FeatureData, split: Any, class_weight: str | None,
-                     estimators: Mapping[str, Any]) -> Any:
+def training_weights(data: FeatureData, split: RowSplit, class_weight: str | None,
+                     estimators: Mapping[str, Any]) -> np.ndarray | None:
     """The sample weight of each training row (None without ``class_weight``); a warning when
     the training classes differ by more than 3:1, and a one-line refusal for a model whose
     ``fit`` takes no weights."""
@@ -294,8 +305,9 @@ def training_weights(data: FeatureData, split: Any, class_weight: str | None,
     return compute_sample_weight(class_weight, y)
 
 
-def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: FeatureData, split: Any,
-                 settings: dict[str, Any], *, verbose: int, sample_weight: Any = None) -> ModelResult:
+def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: FeatureData, split: RowSplit,
+                 settings: dict[str, Any], *, verbose: int, sample_weight: np.ndarray | None = None
+                 ) -> ModelResult:
     """One model's search on the training rows and its evaluation on the test rows."""
     from .search.grid import run_search
     from .search.split import SplitError
@@ -303,9 +315,9 @@ def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: Fe
     entry, augment, tta = get_classifier(name), settings["augment"], settings["tta"]
     train, test = split.train, split.test
     log.info(
-        "%d rows, %d features, %d classes; %d train%s / %d test%s; searching %s over %s",
+        "%d rows, %d features, %d classes; %d train%s / %d %s%s; searching %s over %s",
         len(data.y), data.X.shape[1], len(data.label_names), len(train),
-        " + their mirrors" if augment else "", len(test),
+        " + their mirrors" if augment else "", len(test), split.report_on,
         " (with their mirrors' probabilities)" if tta else "", name, jsonlib.dumps(grid),
     )
     # Models that are parallel inside one fit search their grid one fit at a time.

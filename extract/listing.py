@@ -65,6 +65,10 @@ class ImageListing:
         return len(self.paths)
 
 
+#: What a feature file's ``skipped`` reason begins with for an entry the layout rejected (a
+#: manifest's bad line), unlike an image that could not be decoded: mended, it is extracted.
+REJECTED = "rejected, "
+
 #: The splits a row may belong to, in the order they are told (and listed) in.
 SPLITS = ("train", "val", "test")
 

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,20 +195,11 @@ def extract_layers(
         file=sys.stderr, disable=not progress, dynamic_ncols=True,
     )
     with contextlib.ExitStack() as stack:
-        writers = [
-            stack.enter_context(FeatureWriter(
-                output, dim=loaded.dims[k], label_names=plan.label_names, dtype=dtype,
-                attrs=run_attrs(provenance(backbone_facts(loaded, k), listing, name, interpolation,
-                                           dtype, augment), plan),
-                buffer_size=buffer_rows(buffer_size, loaded.dims * (2 if flip else 1), dtype),
-                resume=plan.resume, mirrors=flip, splits=listing.splits is not None,
-            ))
-            for k, (output, plan) in enumerate(targets)
-        ]
+        writers = [stack.enter_context(writer) for writer in layer_writers(
+            listing, loaded, targets, name=name, interpolation=interpolation, dtype=dtype, augment=augment,
+            buffer_size=buffer_size)]
         for k, ((_, plan), writer) in enumerate(zip(targets, writers, strict=True)):
-            for path, reason in plan.rejected:  # the layout's bad entries, recorded as skips are
-                writer.skip(path, reason)
-                skipped[k].append((path, reason))
+            skipped[k].extend(record_layout_entries(writer, plan))
         stack.enter_context(bar)
         # Entered after the writers, so left before them: the calls already given still run
         # (a Ctrl-C loses no computed row), then each writer commits or keeps what it holds.
@@ -270,6 +261,33 @@ def extract_layers(
             for k, writer in enumerate(writers)]
 
 
+def layer_writers(listing: ImageListing, loaded: LoadedBackbone, targets: Sequence[tuple[Path, Plan]], *,
+                  name: str, interpolation: str, dtype: str, augment: str, buffer_size: int
+                  ) -> Iterator[FeatureWriter]:
+    """One writer per layer of ``loaded``, for the output and plan ``targets[k]``, with the
+    run's provenance; each commits rows in buffers that fit :data:`BUFFER_BYTES` together.
+    Made one at a time, so that a caller entering each as it comes closes those made before
+    one that fails."""
+    flip = augment == "flip"
+    for k, (output, plan) in enumerate(targets):
+        yield FeatureWriter(
+            output, dim=loaded.dims[k], label_names=plan.label_names, dtype=dtype,
+            attrs=run_attrs(provenance(backbone_facts(loaded, k), listing, name, interpolation, dtype,
+                                       augment), plan),
+            buffer_size=buffer_rows(buffer_size, loaded.dims * (2 if flip else 1), dtype),
+            resume=plan.resume, mirrors=flip, splits=listing.splits is not None,
+        )
+
+
+def record_layout_entries(writer: FeatureWriter, plan: Plan) -> list[tuple[str, str]]:
+    """Record in ``writer``'s file the entries the layout rejected that it lacks, and forget
+    those it held that the dataset now lists as fine; returns the entries recorded."""
+    writer.forget_skipped(plan.unrejected)
+    for path, reason in plan.rejected:
+        writer.skip(path, reason)
+    return list(plan.rejected)
+
+
 def mirrored(images: np.ndarray) -> np.ndarray:
     """A batch of images ``(n, height, width, 3)`` mirrored left to right (the horizontal flip
     of Keras' ``RandomFlip("horizontal")``), as a contiguous array.
@@ -310,8 +328,7 @@ def finish_existing(
         output, dim=dim, label_names=plan.label_names, attrs=attrs, dtype=dtype, resume=True,
         mirrors=mirrors, splits=splits,
     ) as writer:
-        for path, reason in plan.rejected:
-            writer.skip(path, reason)
+        record_layout_entries(writer, plan)
         pruned = writer.finish(drop=plan.gone if prune else (), merge=merge)
     return ExtractSummary(
         output=output,

@@ -10,6 +10,7 @@ differ from the file's is refused, so one file never mixes features of two model
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 from features import FeatureFile
 from features.schema import ATTR_DEFAULTS, FEATURE_DEFINING_ATTRS
 
-from .listing import canonical_split
+from .listing import REJECTED, canonical_split
 from .sources import ImageListing
 
 
@@ -50,11 +51,15 @@ class Plan:
         The existing file's attributes (empty for a new file).
     rejected : list of (str, str)
         Entries the layout could not use (:attr:`ImageListing.rejected`) that the file does not
-        record yet: the run adds them to its ``skipped``.
+        record yet: the run adds them to its ``skipped``, the reason after
+        :data:`~extract.listing.REJECTED`.
+    unrejected : list of str
+        Paths the file records as rejected by the layout that the dataset now lists as fine
+        (a manifest's line mended): the run forgets those entries and extracts the images.
     moved : list of (str, str, str, str)
-        Rows whose image the dataset now puts in another split, as ``(path in the file, its
-        split there, path in the dataset, its split now)``: refused unless pruned, then
-        extracted again (:func:`moved_images`).
+        Rows whose image the dataset now puts in another split (or, a manifest, under another
+        label), as ``(path in the file, where it is there, path in the dataset, where it is
+        now)``: refused unless pruned, then extracted again (:func:`moved_images`).
     """
 
     todo: np.ndarray
@@ -67,6 +72,7 @@ class Plan:
     complete: bool = False
     attrs: dict[str, Any] = field(default_factory=dict)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    unrejected: list[str] = field(default_factory=list)
     moved: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def up_to_date(self, prune: bool = False) -> bool:
@@ -82,17 +88,21 @@ def plan_work(listing: ImageListing, existing: FeatureFile | None = None) -> Pla
             todo=np.arange(len(listing)),
             labels=listing.labels.astype(np.int32),
             label_names=list(listing.class_names),
-            rejected=list(listing.rejected),
+            rejected=[(path, REJECTED + reason) for path, reason in listing.rejected],
         )
     names = list(existing.label_names)
     new_classes = sorted(set(listing.class_names) - set(names))
     label_names = names + new_classes
     index = {name: i for i, name in enumerate(label_names)}
     remap = np.array([index[name] for name in listing.class_names], dtype=np.int32)
-    done_paths = set(existing.paths or []) | {path for path, _ in existing.skipped}
-    listed = set(listing.paths) | {path for path, _ in listing.rejected}
+    rows, skips = set(existing.paths or []), dict(existing.skipped)
+    listed, rejected_now = set(listing.paths), {path for path, _ in listing.rejected}
+    # A layout's rejection of an image it now lists is forgotten and the image extracted; a
+    # row whose entry the layout now rejects is gone (kept, or dropped with --prune).
+    unrejected = sorted(p for p in listed if skips.get(p, "").startswith(REJECTED) and p not in rows)
+    done_paths = rows | (set(skips) - set(unrejected))
     todo = np.array([i for i, p in enumerate(listing.paths) if p not in done_paths], dtype=np.int64)
-    gone = sorted(done_paths - listed)
+    gone = sorted((rows - listed) | (set(skips) - listed - rejected_now))
     return Plan(
         todo=todo,
         labels=remap[listing.labels] if len(listing.labels) else listing.labels.astype(np.int32),
@@ -103,8 +113,11 @@ def plan_work(listing: ImageListing, existing: FeatureFile | None = None) -> Pla
         resume=True,
         complete=bool(existing.attrs.get("complete", True)),
         attrs=dict(existing.attrs),
-        rejected=[(path, reason) for path, reason in listing.rejected if path not in done_paths],
-        moved=moved_images(listing, existing.paths or [], existing.splits),
+        rejected=[(path, REJECTED + reason) for path, reason in listing.rejected
+                  if path not in skips and path not in rows],
+        unrejected=unrejected,
+        moved=moved_images(listing, existing.paths or [], existing.splits,
+                           [names[k] for k in existing.labels[: len(existing.paths or [])]]),
     )
 
 
@@ -121,20 +134,42 @@ def split_key(path: str, split: str) -> str:
     return rest if rest and canonical_split(first) == split else path
 
 
-def moved_images(listing: ImageListing, paths: Sequence[str], splits: Sequence[str] | None
-                 ) -> list[tuple[str, str, str, str]]:
-    """The file's rows (``paths``, ``splits``) whose image ``listing`` puts in another split, as
-    ``(old path, old split, new path, new split)``; none where either has no splits."""
-    if splits is None or listing.splits is None:
-        return []
-    listed = list(zip(listing.paths, listing.splits, strict=True))
-    by_path = dict(listed)
-    by_key = {split_key(path, split): (path, split) for path, split in listed}
+def moved_images(listing: ImageListing, paths: Sequence[str], splits: Sequence[str] | None,
+                 labels: Sequence[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """The file's rows (``paths``, their ``splits`` and class ``labels``) whose image
+    ``listing`` now puts in another split, or under the same path in another class (a
+    manifest's line changed), as ``(old path, where it was, new path, where it is)``.
+
+    An image is found by its path, else by its path less its split folder
+    (:func:`split_key`) where that names one image of the listing only and its new path is not
+    a row of the file already (then the old row is merely gone, not moved).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from extract.listing import ordered_listing
+    >>> now = ordered_listing(Path("d"), [("train/a/1.jpg", "a", "train"), ("x.jpg", "b", "test")])
+    >>> moved_images(now, ["val/a/1.jpg", "x.jpg"], ["val", "test"], ["a", "a"])
+    [('val/a/1.jpg', 'val', 'train/a/1.jpg', 'train'), ('x.jpg', 'class a', 'x.jpg', 'class b')]
+    """
+    names = [listing.class_names[k] for k in listing.labels]
+    splits_now = listing.splits if listing.splits is not None else [None] * len(listing)
+    now = {path: (split, name) for path, split, name in zip(listing.paths, splits_now, names, strict=True)}
+    keyed = [(split_key(p, s), p) for p, (s, _) in now.items() if s is not None]
+    keys = Counter(key for key, _ in keyed)
+    by_key = {key: p for key, p in keyed if keys[key] == 1}
+    rows = set(paths)
     moved = []
-    for path, split in zip(paths, splits, strict=True):
-        new = (path, by_path[path]) if path in by_path else by_key.get(split_key(path, split))
-        if new is not None and new[1] != split:
-            moved.append((path, split, *new))
+    for k, path in enumerate(paths):
+        old_split = splits[k] if splits is not None else None
+        new = path if path in now else by_key.get(split_key(path, old_split)) if old_split else None
+        if new is None or (new != path and new in rows):
+            continue
+        new_split, new_name = now[new]
+        if old_split is not None and new_split is not None and new_split != old_split:
+            moved.append((path, old_split, new, new_split))
+        elif labels is not None and new == path and labels[k] != new_name:
+            moved.append((path, f"class {labels[k]}", new, f"class {new_name}"))
     return moved
 
 
@@ -161,12 +196,13 @@ def settings_changes(existing: Mapping[str, Any], requested: Mapping[str, Any]) 
 def split_refusal(output: str, listing: ImageListing, existing: FeatureFile | None) -> str | None:
     """The refusal when ``existing`` and the dataset disagree on whether rows have splits (one
     was listed by a layout with splits, the other not), else None."""
-    if existing is None or not existing.paths or (existing.splits is None) == (listing.splits is None):
+    if existing is None or (existing.splits is None) == (listing.splits is None):
         return None
     has = "no split" if existing.splits is None else "a split"
+    other = ", --layout class-per-folder to continue it as it was made," if existing.splits is None else ""
     return (f"{output}: its rows have {has} and this dataset's "
             f"{'do' if listing.splits is not None else 'do not'}: pass --overwrite to extract it "
-            "again as it is laid out now, or choose another --output")
+            f"again as it is laid out now{other} or choose another --output")
 
 
 def moved_refusal(output: str, moved: Sequence[tuple[str, str, str, str]]) -> str:

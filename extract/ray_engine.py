@@ -49,7 +49,7 @@ from features.writer import parts_dir, unpublished_shards
 
 from .errors import ExtractError
 from .images import decode_or_reason
-from .pipeline import ExtractSummary, backbone_facts, provenance, run_attrs
+from .pipeline import ExtractSummary, backbone_facts, provenance, record_layout_entries, run_attrs
 from .plan import Plan
 from .sources import ImageListing
 
@@ -420,7 +420,7 @@ def ray_extract(
     writer.order_parts(position)
     parts_dir(output).mkdir(exist_ok=True)
     rows = shard_rows(listing, plan, shard_size, secrets.token_hex(4))
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = record_layout_entries(writer, plan)
     nodes: set[str] = set()
     bar = tqdm(total=len(listing), initial=plan.done, unit="img", desc="extract (ray)",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)

@@ -484,6 +484,17 @@ class FeatureWriter:
         self._buf_skipped.append((str(path), str(reason)))
         self.n_skipped += 1
 
+    def forget_skipped(self, paths: Collection[str]) -> None:
+        """Drop the skipped entries of ``paths`` (committed with the next commit): images
+        recorded as unusable that are now to be extracted, such as a manifest's mended line."""
+        drop = set(paths)
+        if not drop:
+            return
+        self._skipped = [entry for entry in self._skipped if entry[0] not in drop]
+        self._part_skipped = {file: [e for e in entries if e[0] not in drop]
+                              for file, entries in self._part_skipped.items()}
+        self._changed = True
+
     def flush(self) -> None:
         """Commit what is buffered: a new part, then a new index that includes it."""
         if not (self._buffered or self._buf_skipped):

@@ -99,3 +99,14 @@ def test_a_stored_split_is_searched_on_train_and_reported_on_test(tmp_path):
     imbalanced_file(tmp_path / "plain.hdf5")
     with pytest.raises(SettingsError, match="chooses on a stored val split, and .*plain.hdf5 has none"):
         train_and_evaluate(tmp_path / "plain.hdf5", use_val=True)
+
+
+def test_an_unfinished_file_with_a_stored_split_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    w = FeatureWriter(tmp_path / "u.hdf5", dim=4, label_names=["ant", "bee"], attrs={"backbone": "blobs"},
+                      splits=True)
+    w.add(rng.normal(size=(8, 4)), [0, 1] * 4, [f"{k}.jpg" for k in range(8)], splits=["train"] * 8)
+    w.close(complete=False)  # killed before its val and test rows
+    with pytest.raises(ValueError, match="u.hdf5 is unfinished: .*run extract again to finish it, or pass "
+                                         "--resplit"):
+        train_and_evaluate(tmp_path / "u.hdf5", allow_partial=True, jobs=1)

@@ -144,20 +144,21 @@ def test_bad_rows_are_rejected_with_their_line_numbers_and_the_good_rows_kept(tm
     assert listing.paths == ["cat/0.png", "dog/1.png"] and listing.splits == ["train", "test"]
     assert _by_name(listing) == ["cat", "dog"]
     reasons = dict(listing.rejected)
+    # A bad line whose path another line lists fine is named with its line number.
     assert [path for path, _ in listing.rejected] == [
-        "cat/9.png", "<line 4>", "dog/0.png", "dog/1.png", "cat/1.png", "cat/0.png", "notes.txt",
-        "folder.png", "./cat/0.png"]
+        "cat/9.png", "<line 4>", "dog/0.png", "dog/1.png (line 6)", "cat/1.png", "cat/0.png (line 9)",
+        "notes.txt", "folder.png", "./cat/0.png (line 14)"]
     assert reasons["cat/9.png"] == "line 3: cat/9.png does not exist"
     assert reasons["<line 4>"] == "line 4: empty path"
     assert reasons["dog/0.png"] == "line 5: dog/0.png: empty label"
-    assert reasons["dog/1.png"].startswith("line 6: dog/1.png: unknown split 'holdout'")
-    assert "train, val, test" in reasons["dog/1.png"]
+    assert reasons["dog/1.png (line 6)"].startswith("line 6: dog/1.png: unknown split 'holdout'")
+    assert "train, val, test" in reasons["dog/1.png (line 6)"]
     assert reasons["cat/1.png"].startswith("line 7: cat/1.png: empty split")
-    assert reasons["cat/0.png"] == "line 9: cat/0.png: duplicate path, already on line 2"
+    assert reasons["cat/0.png (line 9)"] == "line 9: cat/0.png: duplicate path, already on line 2"
     assert reasons["notes.txt"].startswith("line 11: notes.txt: not an image file (extension .txt")
     assert reasons["folder.png"] == "line 12: folder.png is not a file"
-    assert reasons["./cat/0.png"] == ("line 14: ./cat/0.png: duplicate path, already on line 2, "
-                                      "labelled 'cat' there")
+    assert reasons["./cat/0.png (line 14)"] == ("line 14: ./cat/0.png: duplicate path, already on line 2, "
+                                                "labelled 'cat' there")
     assert all("\n" not in reason for _, reason in listing.rejected)
 
 

@@ -93,8 +93,9 @@ def test_bad_manifest_rows_are_recorded_by_line_or_refused(split_tree, tmp_path)
     assert summary.written == 4
     with FeatureFile(summary.output) as ff:
         reasons = dict(ff.skipped)
-    assert reasons["missing.jpg"].startswith("line 6: ")
-    assert sorted(r.split(":")[0] for r in reasons.values()) == ["line 6", "line 7", "line 8"]
+    assert reasons["missing.jpg"] == "rejected, line 6: missing.jpg does not exist"
+    assert sorted(r.split(":")[0] for r in reasons.values()) == [
+        "rejected, line 6", "rejected, line 7", "rejected, line 8"]
     again = extract_features(manifest=manifest, output=tmp_path / "m.hdf5", **SMALL)
     assert again.up_to_date  # recorded once: nothing to do the second time
 
@@ -156,6 +157,18 @@ def test_ray_writes_the_splits_the_local_engine_writes(split_tree, tmp_path):
     assert rows_of(tmp_path / "ray.hdf5") == rows_of(local.output)
     with FeatureFile(tmp_path / "ray.hdf5") as a, FeatureFile(local.output) as b:
         np.testing.assert_array_equal(a.load_features(), b.load_features())
+    # A manifest's bad line is recorded by the Ray engine as by the local one.
+    paths, labels, splits = rows_of(local.output)
+    manifest = write_manifest(split_tree / "list.csv", [*zip(paths, labels, splits, strict=True),
+                                                         ("gone.jpg", "daisy", "train")])
+    done = run_module("extract", "--manifest", manifest, "-o", tmp_path / "ray_m.hdf5", "--weights",
+                      "hed-bsds500", "--image-size", "32", "--pooling", "avg", "-q", "--engine", "ray",
+                      "--shard-size", "8", "--workers", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    here = extract_features(manifest=manifest, output=tmp_path / "local_m.hdf5", **SMALL)
+    with FeatureFile(tmp_path / "ray_m.hdf5") as a, FeatureFile(here.output) as b:
+        assert a.skipped == b.skipped == [("gone.jpg", "rejected, line 32: gone.jpg does not exist")]
+    assert extract_features(manifest=manifest, output=tmp_path / "ray_m.hdf5", **SMALL).up_to_date
 
 
 # -- classify on a stored split ----------------------------------------------------------------
@@ -232,3 +245,61 @@ def test_predict_on_a_split_tree_gives_the_split_column_and_a_report_per_split(s
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert [r["split"] for r in rows] == [p.split for p in predictions]
     assert done.stdout == report + "\n"
+
+
+def test_a_mended_manifest_line_is_extracted_and_a_spoilt_one_is_gone(split_tree, tmp_path):
+    images = sorted(p.relative_to(split_tree).as_posix() for p in split_tree.glob("train/*/*.jpg"))[:4]
+    rows = [(p, p.split("/")[1], "train") for p in images]
+    manifest = write_manifest(split_tree / "list.csv", [*rows[:3], (rows[3][0], "", "train")])
+    out = tmp_path / "m.hdf5"
+    assert extract_features(manifest=manifest, output=out, **SMALL).written == 3
+    write_manifest(manifest, [*rows[:2], (rows[2][0], "", "train"), rows[3]])  # line 5 mended, 4 spoilt
+    again = extract_features(manifest=manifest, output=out, **SMALL)
+    assert again.written == 1  # the mended line's image
+    with FeatureFile(out) as ff:
+        assert rows[3][0] in ff.paths and rows[3][0] not in dict(ff.skipped)
+        assert rows[2][0] in ff.paths  # spoilt: gone, kept until --prune
+    pruned = extract_features(manifest=manifest, output=out, prune=True, **SMALL)
+    assert pruned.pruned == 1
+    with FeatureFile(out) as ff:
+        assert rows[2][0] not in ff.paths
+    recorded = extract_features(manifest=manifest, output=out, **SMALL)  # now recorded as rejected
+    assert [reason for _, reason in recorded.skipped] == ["rejected, line 4: " + rows[2][0] + ": empty label"]
+
+
+def test_a_manifests_changed_label_is_refused_or_extracted_again(split_tree, tmp_path):
+    images = sorted(p.relative_to(split_tree).as_posix() for p in split_tree.glob("train/*/*.jpg"))[:4]
+    rows = [(p, p.split("/")[1], "train") for p in images]
+    manifest = write_manifest(split_tree / "list.csv", rows)
+    out = tmp_path / "m.hdf5"
+    extract_features(manifest=manifest, output=out, **SMALL)
+    write_manifest(manifest, [*rows[:3], (rows[3][0], "tulip", "train")])
+    with pytest.raises(ExtractError, match=f"{rows[3][0]} is in class {rows[3][1]} there, and the dataset "
+                                           "has it in class tulip"):
+        extract_features(manifest=manifest, output=out, **SMALL)
+    assert extract_features(manifest=manifest, output=out, prune=True, **SMALL).written == 1
+    paths, labels, _ = rows_of(out)
+    assert dict(zip(paths, labels, strict=True))[rows[3][0]] == "tulip"
+
+
+def test_an_image_deleted_from_one_split_is_gone_not_moved(split_tree, tmp_path):
+    out = tmp_path / "f.hdf5"
+    image = next((split_tree / "validation" / "daisy").iterdir())
+    (split_tree / "train" / "daisy" / image.name).symlink_to(image.resolve())  # the name in two splits
+    extract_features(split_tree, output=out, **SMALL)
+    image.unlink()
+    done = extract_features(split_tree, output=out, prune=True, **SMALL)
+    assert done.written == 0 and done.pruned == 1
+
+
+def test_an_empty_file_of_the_other_layout_is_refused_in_one_line(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        (tmp_path / "d" / name / "x.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "e.hdf5"
+    assert extract_features(tmp_path / "d", output=out, **SMALL).rows == 0
+    (tmp_path / "d" / "train").mkdir()
+    for name in ("a", "b"):
+        (tmp_path / "d" / name).rename(tmp_path / "d" / "train" / name)
+    with pytest.raises(ExtractError, match="its rows have no split and this dataset's do: pass --overwrite"):
+        extract_features(tmp_path / "d", output=out, **SMALL)

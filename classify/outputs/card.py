@@ -44,6 +44,8 @@ def model_card(result: Any) -> dict[str, Any]:
         "test_images": len(evaluation.y_test),
         # Which rows trained and which were reported on: the file's own split, or a random one.
         "split": result.settings.get("split"),
+        "use_val": result.settings.get("use_val", False),
+        "class_weight": result.settings.get("class_weight"),
         # How it was trained and scored: predict scores each image once, without its mirror.
         "augment": search.augment,
         "tta": search.tta,

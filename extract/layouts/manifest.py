@@ -174,15 +174,21 @@ def _check_rows(folder: Path, rows: Sequence[_Row]) -> tuple[list[tuple[str, str
     rejected: list[tuple[str, str]] = []
     seen: dict[str, _Row] = {}  # stored path -> the accepted row that gave it
     bases = _folder_forms(folder)
+    bad: list[tuple[_Row, str, str]] = []
     for row in rows:
         stored = _stored_path(row.path, bases) if row.path else ""
         problem = _problem(row, stored, folder, seen)
         if problem:
-            rejected.append((row.path or f"<line {row.line}>", f"line {row.line}: {problem}"))
+            bad.append((row, stored, problem))
             continue
         seen[stored] = row
         split = canonical_split(row.split) if row.split is not None else None
         good.append((stored, row.label, split))
+    for row, stored, problem in bad:
+        # A bad line whose path another line lists fine is named by its line: that path is a
+        # row of the file, which a skipped entry under the same path would contradict.
+        where = f"{row.path} (line {row.line})" if stored in seen else row.path or f"<line {row.line}>"
+        rejected.append((where, f"line {row.line}: {problem}"))
     return good, rejected
 
 
