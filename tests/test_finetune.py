@@ -212,3 +212,26 @@ def test_bf16_fine_tunes_the_top_in_bfloat16_and_the_head_in_float32(maps_file, 
     assert [by_path[str(data / p)] for p in paths] == list(np.array(CLASSES)[result.estimator.predict(rows)])
     with pytest.raises(Refused, match=r"precision \(--precision\) bf16 is for the models that train"):
         train_and_evaluate(features, "logreg", precision="bf16")
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared
+def test_finetune_weighs_each_rows_loss_by_its_sample_weight(maps_file):
+    """``--class-weight`` reaches fine-tuning as sample weights: uniform ones train the network
+    no fit without them does not, other ones another (the same seed, the same rows)."""
+    from sklearn.base import clone
+
+    from classify.classifiers import get_classifier
+
+    _, features = maps_file
+    entry = get_classifier("finetune")
+    with FeatureFile(features) as ff:
+        X, y, attrs = ff.load_features(), ff.labels, dict(ff.attrs)
+    estimator = entry.make(0, None)
+    entry.prepare(estimator, attrs, str(features))
+    estimator.set_params(learning_rate=0.01, warmup_epochs=1, epochs=2)
+    plain = clone(estimator).fit(X, y).model_.get_weights()
+    ones = clone(estimator).fit(X, y, sample_weight=np.ones(len(y))).model_.get_weights()
+    skewed = clone(estimator).fit(X, y, sample_weight=np.where(y == 0, 5.0, 0.2)).model_.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(plain, ones, strict=True))
+    assert not all(np.allclose(a, b) for a, b in zip(plain, skewed, strict=True))

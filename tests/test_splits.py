@@ -303,3 +303,18 @@ def test_an_empty_file_of_the_other_layout_is_refused_in_one_line(tmp_path):
         (tmp_path / "d" / name).rename(tmp_path / "d" / "train" / name)
     with pytest.raises(ExtractError, match="its rows have no split and this dataset's do: pass --overwrite"):
         extract_features(tmp_path / "d", output=out, **SMALL)
+
+
+@pytest.mark.ray
+def test_classify_on_ray_takes_the_stored_split_and_the_weights_as_locally(split_file):
+    pytest.importorskip("ray")
+    from classify import train_and_evaluate
+
+    common = dict(models=["logreg", "rf"], use_val=True, class_weight="balanced", jobs=2)
+    here = train_and_evaluate(split_file, **common)
+    there = train_and_evaluate(split_file, engine="ray", **common)
+    for name in ("logreg", "rf"):
+        assert list(there[name].test_indices) == list(here[name].test_indices)
+        assert there[name].best_params == here[name].best_params
+        assert there[name].settings["split"] == here[name].settings["split"]
+        np.testing.assert_array_equal(there[name].search.test_pred, here[name].search.test_pred)

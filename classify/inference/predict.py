@@ -128,6 +128,9 @@ def labelled_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]
                 raise PredictError(str(exc)) from None
             found.extend((str(path / p), listing.class_names[k], split)
                          for p, k, split in zip(listing.paths, listing.labels, listing.splits, strict=True))
+            # Images outside the class folders have no class to report on, but are predicted.
+            found.extend((str(path / p), None, None) for p in listing.ignored
+                         if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_dir():
             found.extend(
                 (str(p), None, None) for p in sorted(path.rglob("*"))
