@@ -35,7 +35,7 @@ from .evaluation.comparison import CompareError, Comparison, compare
 from .evaluation.results import ModelResult, side_by_side_table
 from .inference.export import ExportedModel, ExportError, export_model, read_metadata
 from .inference.imagenet import ImagenetPrediction, imagenet_predict, iter_imagenet_predictions
-from .inference.predict import Prediction, iter_predictions, predict
+from .inference.predict import Prediction, Predictions, iter_predictions, predict
 from .outputs import OUTPUTS, Output, register_output, unregister_output
 from .search.split import SplitError
 
@@ -54,6 +54,7 @@ __all__ = [
     "Output",
     "PredictError",
     "Prediction",
+    "Predictions",
     "SettingsError",
     "SplitError",
     "compare",

@@ -325,12 +325,11 @@ def predict_main(argv: list[str]) -> int:
         else:
             predictions = prediction.iter_predictions(args.model, args.inputs, weights=args.weights,
                                                       batch_size=args.batch_size, progress=not args.quiet)
-            split = any(s for _, _, s in prediction.labelled_files(args.inputs))
 
             def write(out):
                 seen: list = []  # kept for --report only
                 rows = (seen.append(p) or p for p in predictions) if args.report else predictions
-                prediction.write_csv(rows, out, split=split)
+                prediction.write_csv(rows, out, split=predictions.with_splits)
                 if args.report:
                     print(prediction.split_reports(seen) or "no images of a split-folders tree to report on",
                           file=sys.stdout if out is not sys.stdout else sys.stderr)

@@ -287,7 +287,8 @@ def training_weights(data: FeatureData, split: RowSplit, class_weight: str | Non
     ``fit`` takes no weights."""
     import numpy as np
     from sklearn.utils.class_weight import compute_sample_weight
-    from sklearn.utils.validation import has_fit_parameter
+
+    from .search.grid import takes_sample_weight
 
     y = data.y[split.train]
     counts = np.bincount(y, minlength=len(data.label_names))
@@ -300,7 +301,7 @@ def training_weights(data: FeatureData, split: RowSplit, class_weight: str | Non
     if class_weight is None:
         return None
     for name, estimator in estimators.items():
-        if not has_fit_parameter(estimator, "sample_weight"):
+        if not takes_sample_weight(estimator):
             raise SettingsError(f"{name} takes no sample weights in fit: leave out {named('class_weight')}")
     return compute_sample_weight(class_weight, y)
 

@@ -354,7 +354,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
     from .ray_engine import adopt_unpublished
 
     layers = model["layers"] or [None]
-    plans, existing = [], []
+    plans, existing, dropped = [], [], []
     for path, layer in zip(outputs, layers, strict=True):
         remove_stale(path, keep_shards=ray_engine and not overwrite)
         if ray_engine and not overwrite and path.exists():
@@ -377,9 +377,9 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
                 raise ExtractError(refusal(path, changes))
             if message := split_refusal(path, listing, found):
                 raise ExtractError(message)
-        plan = plan_work(listing, found)
+        plan, moved_out = plan_work(listing, found), 0
         if plan.moved:
-            found, plan = _re_split(path, listing, found, plan, options["prune"], ray_engine)
+            found, plan, moved_out = _re_split(path, listing, found, plan, options["prune"], ray_engine)
         if plan.gone:
             action = "removing them" if options["prune"] else "kept; --prune removes them"
             log.info(f"{len(plan.gone)} images in {path} are no longer in the dataset ({action}), "
@@ -390,6 +390,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
                      + (f", new classes {', '.join(plan.new_classes)}" if plan.new_classes else ""))
         plans.append(plan)
         existing.append(found)
+        dropped.append(moved_out)
 
     summaries: list[ExtractSummary | None] = [None] * len(outputs)
     work = []
@@ -416,14 +417,17 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
             done = _extract_here(listing, targets, found, chosen, run_options, buffer_size, verbose)
         for k, summary in zip(work, done, strict=True):
             summaries[k] = summary
-    return summaries
+    # The rows of moved images dropped before the run count among those it removed.
+    return [dataclasses.replace(summary, pruned=summary.pruned + n) if n else summary
+            for summary, n in zip(summaries, dropped, strict=True)]
 
 
 def _re_split(path: Path, listing, found, plan, prune: bool, ray_engine: bool):
-    """The file and plan once the rows of images moved to another split are dropped (with
-    ``prune``; refused without). A moved image under another path (``val/x.jpg`` now
-    ``train/x.jpg``) goes with the gone ones; one under the same path (a manifest's split
-    column changed) is dropped first, so that the run extracts it again."""
+    """The file, the plan and how many rows were dropped once the rows of images moved to
+    another split are dropped (with ``prune``; refused without). A moved image under another
+    path (``val/x.jpg`` now ``train/x.jpg``) goes with the gone ones; one under the same path
+    (a manifest's split column changed) is dropped first, so that the run extracts it again
+    (a run killed after that extracts it as a new image)."""
     from features import FeatureFile
 
     from .pipeline import finish_existing
@@ -435,11 +439,11 @@ def _re_split(path: Path, listing, found, plan, prune: bool, ray_engine: bool):
              f"{plan.moved[0][2]} ({plan.moved[0][1]} -> {plan.moved[0][3]})")
     same = [old for old, _, new, _ in plan.moved if old == new]
     if not same:
-        return found, plan
-    finish_existing(path, dataclasses.replace(plan, gone=same), prune=True, merge=not ray_engine)
+        return found, plan, 0
+    summary = finish_existing(path, dataclasses.replace(plan, gone=same), prune=True, merge=not ray_engine)
     found = FeatureFile(path, allow_partial=True)
     found.close()
-    return found, plan_work(listing, found)
+    return found, plan_work(listing, found), summary.pruned
 
 
 def _request(model: dict, layers: Sequence[str] | None = None):

@@ -85,6 +85,30 @@ def test_imbalance_is_warned_of_and_a_model_without_weights_is_refused(tmp_path,
         train_and_evaluate(tmp_path / "f.hdf5", class_weight="even")
 
 
+def test_a_pipeline_is_weighted_through_its_last_step(tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from classify import Classifier, register_classifier, unregister_classifier
+
+    X, y = imbalanced_file(tmp_path / "f.hdf5")
+    register_classifier(Classifier(
+        "scaled", "scaled logistic regression",
+        lambda seed, jobs: make_pipeline(StandardScaler(), LogisticRegression(max_iter=10_000, tol=1e-10)),
+        {"logisticregression__C": [1.0]}))
+    try:
+        result = train_and_evaluate(tmp_path / "f.hdf5", "scaled", jobs=1, class_weight="balanced")["scaled"]
+    finally:
+        unregister_classifier("scaled")
+    X = X.astype(np.float32)
+    train = np.setdiff1d(np.arange(len(y)), result.test_indices)
+    own = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=10_000,
+                                                             tol=1e-10)).fit(X[train], y[train])
+    # Both solved to a gradient of 1e-10 on the same scaled rows.
+    np.testing.assert_allclose(result.estimator.predict_proba(X[result.test_indices]),
+                               own.predict_proba(X[result.test_indices]), atol=1e-6)
+
+
 def test_a_stored_split_is_searched_on_train_and_reported_on_test(tmp_path):
     splits = ["train"] * 40 + ["test"] * 20 + ["train"] * 8 + ["test"] * 4 + ["train"] * 8 + ["test"] * 4
     imbalanced_file(tmp_path / "s.hdf5", splits=splits)

@@ -176,12 +176,12 @@ def test_newer_families_are_asked_first_and_registration_is_undone():
     with registered_backbone_family(VggPlaces()) as family:
         assert family_for("vgg16", "places365") is family
         assert family_for("vgg16", "imagenet").name == "keras-applications"
-        with pytest.raises(ValueError, match="registered already"):
+        with pytest.raises(SettingsError, match="registered already"):
             register_backbone_family(VggPlaces())
     assert FAMILIES == before
-    with pytest.raises(ValueError, match="not a BackboneFamily"):
+    with pytest.raises(SettingsError, match="not a BackboneFamily"):
         register_backbone_family(object())
-    with pytest.raises(ValueError, match="no backbone family"):
+    with pytest.raises(SettingsError, match="no backbone family"):
         unregister_backbone_family("vgg-places")
 
 

@@ -126,9 +126,9 @@ def test_a_file_layout_reads_a_manifest_by_name_or_path(tmp_path):
 
 def test_registry_refuses_what_is_not_a_layout_and_unregisters():
     before = dict(LAYOUTS)
-    with pytest.raises(ValueError, match="not a DatasetLayout: it needs name, reads"):
+    with pytest.raises(SettingsError, match="not a DatasetLayout: it needs name, reads"):
         register_layout(object())
-    with pytest.raises(ValueError, match="registered already; pass replace=True"):
+    with pytest.raises(SettingsError, match="registered already; pass replace=True"):
         register_layout(ClassPerFolder())
 
     class Tarball(ClassPerFolder):
@@ -140,9 +140,9 @@ def test_registry_refuses_what_is_not_a_layout_and_unregisters():
     class Again(ClassPerFolder):
         name = "again"
 
-    with pytest.raises(ValueError, match="must read one of folder, file"):
+    with pytest.raises(SettingsError, match="must read one of folder, file"):
         register_layout(Tarball())
-    with pytest.raises(ValueError, match="has no name"):
+    with pytest.raises(SettingsError, match="has no name"):
         register_layout(Nameless())
     with registered_layout(Again()) as again:
         assert LAYOUTS["again"] is again

@@ -129,7 +129,7 @@ def test_a_manifests_changed_split_is_extracted_again_under_the_same_path(split_
     with pytest.raises(ExtractError, match=f"{rows[-1][0]} is in test there, and the dataset has it in val"):
         extract_features(manifest=manifest, output=out, **SMALL)
     again = extract_features(manifest=manifest, output=out, prune=True, **SMALL)
-    assert first.written == 6 and again.written == 1
+    assert first.written == 6 and again.written == 1 and again.pruned == 1  # its old row, removed
     paths, _, splits = rows_of(out)
     assert dict(zip(paths, splits, strict=True))[rows[-1][0]] == "val" and len(paths) == 6
     with FeatureFile(out) as ff:

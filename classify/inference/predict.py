@@ -111,9 +111,8 @@ def image_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
 def labelled_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]
                    ) -> list[tuple[str, str | None, str | None]]:
     """:func:`image_files` as ``(file, class, split)``: the class folder and split of each
-    image of a split-folders tree (:class:`extract.layouts.SplitFolders`), None elsewhere."""
-    from extract.errors import DatasetError
-    from extract.layouts.split_folders import SplitFolders
+    image of a folder that a registered layout recognises (a split-folders tree:
+    :func:`extract.layouts.detect_layout`), None elsewhere."""
     from extract.sources import IMAGE_EXTENSIONS
 
     if isinstance(inputs, (str, os.PathLike)):
@@ -121,27 +120,36 @@ def labelled_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]
     found: list[tuple[str, str | None, str | None]] = []
     for item in inputs:
         path = Path(item)
-        if SplitFolders().recognises(path):
-            try:
-                listing = SplitFolders().list_images(path)
-            except DatasetError as exc:
-                raise PredictError(str(exc)) from None
-            found.extend((str(path / p), listing.class_names[k], split)
-                         for p, k, split in zip(listing.paths, listing.labels, listing.splits, strict=True))
-            # Images outside the class folders have no class to report on, but are predicted.
-            found.extend((str(path / p), None, None) for p in listing.ignored
-                         if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
-        elif path.is_dir():
-            found.extend(
-                (str(p), None, None) for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+        if path.is_dir():
+            found.extend(_folder_files(path, IMAGE_EXTENSIONS))
         elif path.is_file():
             found.append((str(path), None, None))
         else:
             raise PredictError(f"{os.fspath(item)}: no such file or folder")
     if not found:
         raise PredictError(f"no image files in {', '.join(map(os.fspath, inputs))}")
+    return found
+
+
+def _folder_files(path: Path, extensions: Sequence[str]) -> list[tuple[str, str | None, str | None]]:
+    from extract.errors import DatasetError
+    from extract.layouts import DEFAULT_LAYOUT, detect_layout
+
+    layout = detect_layout(path)
+    if layout.name == DEFAULT_LAYOUT or layout.reads != "folder":
+        # A folder of new photos: every image under it, with no class to compare with.
+        return [(str(p), None, None) for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in extensions]
+    try:
+        listing = layout.list_images(path)
+    except DatasetError as exc:
+        raise PredictError(str(exc)) from None
+    splits = listing.splits if listing.splits is not None else [None] * len(listing.paths)
+    found = [(str(path / p), listing.class_names[k], split)
+             for p, k, split in zip(listing.paths, listing.labels, splits, strict=True)]
+    # Images outside the class folders have no class to report on, but are predicted.
+    found.extend((str(path / p), None, None) for p in listing.ignored
+                 if Path(p).suffix.lower() in extensions)
     return found
 
 
@@ -157,7 +165,7 @@ def split_reports(predictions: Sequence[Prediction]) -> str:
     >>> print(split_reports(rows).splitlines()[0])
     test: 2 images, accuracy 0.5000
     """
-    from sklearn.metrics import classification_report
+    from sklearn.metrics import accuracy_score, classification_report
 
     from extract.listing import SPLITS
 
@@ -167,7 +175,7 @@ def split_reports(predictions: Sequence[Prediction]) -> str:
         if not mine:
             continue
         truth, guess = [p.label for p in mine], [p.predicted for p in mine]
-        accuracy = sum(t == g for t, g in zip(truth, guess, strict=True)) / len(mine)
+        accuracy = accuracy_score(truth, guess)
         table = classification_report(truth, guess, labels=sorted(set(truth) | set(guess)), digits=4,
                                       zero_division=0)
         parts.append(f"{split}: {len(mine)} images, accuracy {accuracy:.4f}\n{table}")
@@ -261,6 +269,26 @@ def _predictions(
             bar.update(len(batch.indices))
 
 
+class Predictions(Iterator[Prediction]):
+    """What :func:`iter_predictions` returns: the predictions, one at a time as each batch is
+    done, and whether any input image has a split (:attr:`with_splits`, which decides the CSV's
+    split column before the first prediction is made).
+
+    Examples
+    --------
+    >>> rows = Predictions(iter([Prediction("a.jpg", "daisy", 0.9)]), with_splits=False)
+    >>> rows.with_splits, [p.path for p in rows]
+    (False, ['a.jpg'])
+    """
+
+    def __init__(self, rows: Iterator[Prediction], with_splits: bool) -> None:
+        self._rows = rows
+        self.with_splits = with_splits
+
+    def __next__(self) -> Prediction:
+        return next(self._rows)
+
+
 def iter_predictions(
     model_path: str | os.PathLike,
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
@@ -269,7 +297,7 @@ def iter_predictions(
     batch_size: int = 32,
     top: int = 3,
     progress: bool = True,
-) -> Iterator[Prediction]:
+) -> Predictions:
     """:func:`predict`, one :class:`Prediction` at a time as each batch is done.
 
     The model, its card, the weights and the inputs are checked at the call, before the first
@@ -285,8 +313,8 @@ def iter_predictions(
     check_count("top", top)
     found = labelled_files(inputs)
     estimator, card, loaded = load_model(model_path, weights)
-    return _predictions(estimator, card, loaded, found, batch_size=batch_size, top=top,
-                        progress=progress)
+    rows = _predictions(estimator, card, loaded, found, batch_size=batch_size, top=top, progress=progress)
+    return Predictions(rows, with_splits=any(split for _, _, split in found))
 
 
 def predict(

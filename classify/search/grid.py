@@ -132,7 +132,8 @@ def run_search(
     X_fit = np.concatenate([X[train], mirror[train]]) if augment else X[train]
     fit_params = mirror_fit_params(estimator, train) if augment else {}
     if sample_weight is not None:
-        fit_params["sample_weight"] = np.concatenate([sample_weight] * (2 if augment else 1))
+        weights = np.concatenate([sample_weight] * (2 if augment else 1))  # a mirror as its image
+        fit_params.update(weight_fit_params(estimator, weights))
     return grid_search(name, estimator, grid, X_fit, y_fit, X[test], mirror[test] if tta else None,
                        splits, jobs=jobs, verbose=verbose, select=select, row_space=row_space,
                        fit_params=fit_params, augment=augment)
@@ -172,6 +173,53 @@ def stratified_folds(y_train: np.ndarray, folds: int, seed: int,
             "cross-validation needs 2 per class"
         )
     return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+def _weighted_step(estimator: BaseEstimator) -> tuple[str, BaseEstimator]:
+    """The ``fit`` parameter prefix and the estimator that takes the weights: a ``Pipeline``'s
+    last step (scikit-learn names its steps' fit parameters ``<step>__<param>``)."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(estimator, Pipeline):
+        step, last = estimator.steps[-1]
+        prefix, inner = _weighted_step(last)
+        return f"{step}__{prefix}", inner
+    return "", estimator
+
+
+def takes_sample_weight(estimator: BaseEstimator) -> bool:
+    """Whether ``estimator``'s ``fit`` (a ``Pipeline``'s: its last step's) takes ``sample_weight``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.neighbors import KNeighborsClassifier
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> takes_sample_weight(make_pipeline(StandardScaler(), LogisticRegression()))
+    True
+    >>> takes_sample_weight(KNeighborsClassifier())
+    False
+    """
+    from sklearn.utils.validation import has_fit_parameter
+
+    return has_fit_parameter(_weighted_step(estimator)[1], "sample_weight")
+
+
+def weight_fit_params(estimator: BaseEstimator, sample_weight: np.ndarray) -> dict[str, np.ndarray]:
+    """``fit``'s keyword for one weight per row: ``sample_weight``, or for a ``Pipeline``
+    ``<last step>__sample_weight``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> list(weight_fit_params(make_pipeline(StandardScaler(), LogisticRegression()), np.ones(3)))
+    ['logisticregression__sample_weight']
+    """
+    prefix, _ = _weighted_step(estimator)
+    return {f"{prefix}sample_weight": sample_weight}
 
 
 def mirror_fit_params(estimator: BaseEstimator, train: np.ndarray) -> dict[str, np.ndarray]:

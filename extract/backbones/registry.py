@@ -31,8 +31,9 @@ def register_backbone_family(family: BackboneFamily, *, replace: bool = False) -
     family it replaces was. Returns ``family``. The registry is per process: for
     ``engine="ray"`` register it at the import of a module that the Ray workers import too.
 
-    Raises :class:`ValueError` when ``family`` lacks a part of the protocol, or its name is
-    taken unless ``replace`` (:func:`unregister_backbone_family` frees a name).
+    Raises :class:`~extract.errors.SettingsError` (a ``ValueError``) when ``family`` lacks a
+    part of the protocol, or its name is taken unless ``replace``
+    (:func:`unregister_backbone_family` frees a name).
 
     Examples
     --------
@@ -44,13 +45,13 @@ def register_backbone_family(family: BackboneFamily, *, replace: bool = False) -
     if not isinstance(family, BackboneFamily):
         missing = [name for name in ("name", "outputs", "named_weights", *_METHODS)
                    if not hasattr(family, name)]
-        raise ValueError(f"{family!r} is not a BackboneFamily: it lacks {', '.join(missing)}")
+        raise SettingsError(f"{family!r} is not a BackboneFamily: it lacks {', '.join(missing)}")
     if family.name in FAMILIES and not replace:
-        raise ValueError(f"a backbone family named {family.name!r} is registered already; "
+        raise SettingsError(f"a backbone family named {family.name!r} is registered already; "
                          "pass replace=True to replace it")
     unknown = set(family.outputs) - {"maps", "tokens"}
     if unknown:
-        raise ValueError(f"family {family.name!r}: outputs {sorted(unknown)} are none of maps, tokens")
+        raise SettingsError(f"family {family.name!r}: outputs {sorted(unknown)} are none of maps, tokens")
     FAMILIES[family.name] = family  # a name already there keeps its place in the order of asking
     return family
 
@@ -69,7 +70,7 @@ def unregister_backbone_family(name: str) -> BackboneFamily:
     try:
         return FAMILIES.pop(name)
     except KeyError:
-        raise ValueError(f"no backbone family named {name!r} is registered") from None
+        raise SettingsError(f"no backbone family named {name!r} is registered") from None
 
 
 @contextlib.contextmanager

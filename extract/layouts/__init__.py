@@ -80,10 +80,10 @@ def register_layout(layout: DatasetLayout, *, replace: bool = False) -> DatasetL
     """Register ``layout`` as ``--layout <layout.name>`` (and ``extract_features(layout=...)``).
     Returns ``layout``.
 
-    Raises :class:`ValueError` when ``layout`` lacks a part of :class:`DatasetLayout`, reads
-    something other than a folder or a file, or its name is taken, unless ``replace`` (a
-    replacement keeps the replaced layout's place in ``--help``; :func:`unregister_layout`
-    frees a name).
+    Raises :class:`~extract.errors.SettingsError` (a ``ValueError``) when ``layout`` lacks a
+    part of :class:`DatasetLayout`, reads something other than a folder or a file, or its name
+    is taken, unless ``replace`` (a replacement keeps the replaced layout's place in ``--help``;
+    :func:`unregister_layout` frees a name).
 
     Examples
     --------
@@ -92,15 +92,15 @@ def register_layout(layout: DatasetLayout, *, replace: bool = False) -> DatasetL
     >>> extract_features("train.csv", layout="csv", backbone="mobilenetv2")  # doctest: +SKIP
     """
     if not isinstance(layout, DatasetLayout):
-        raise ValueError(f"{layout!r} is not a DatasetLayout: it needs name, reads, description and "
+        raise SettingsError(f"{layout!r} is not a DatasetLayout: it needs name, reads, description and "
                          "list_images")
     name = layout.name
     if layout.reads not in READS:
-        raise ValueError(f"layout {name!r} reads {layout.reads!r}; it must read one of {', '.join(READS)}")
+        raise SettingsError(f"layout {name!r} reads {layout.reads!r}; it must read one of {', '.join(READS)}")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{layout!r} has no name; set its name attribute to its --layout name")
+        raise SettingsError(f"{layout!r} has no name; set its name attribute to its --layout name")
     if name in LAYOUTS and not replace:
-        raise ValueError(f"a layout named {name!r} is registered already; pass replace=True to replace it")
+        raise SettingsError(f"a layout named {name!r} is registered already; pass replace=True to replace it")
     LAYOUTS[name] = layout
     return layout
 
@@ -115,7 +115,7 @@ def unregister_layout(name: str) -> DatasetLayout:
     try:
         return LAYOUTS.pop(name)
     except KeyError:
-        raise ValueError(f"no layout named {name!r} is registered") from None
+        raise SettingsError(f"no layout named {name!r} is registered") from None
 
 
 @contextlib.contextmanager
