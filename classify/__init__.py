@@ -8,8 +8,9 @@ From Python, one call does a whole run (the same as ``python -m classify``)::
     results["logreg"].accuracy, results["rf"].best_params
     results["logreg"].plot_confusion()        # a matplotlib Figure, inline in Jupyter
 
-and the two subcommands are functions too: :func:`compare` (saved ``--json`` results side by
-side) and :func:`predict` (a saved model on new images); :func:`imagenet_predict` is
+and the subcommands are functions too: :func:`compare` (saved ``--json`` results side by
+side, with intervals and paired tests), :func:`to_html` (``report``: one HTML page of a run or
+of saved runs) and :func:`predict` (a saved model on new images); :func:`imagenet_predict` is
 ``predict --imagenet`` (a pretrained backbone as it is, as an ImageNet classifier);
 :func:`export_model` is ``export`` (a saved head or logistic regression and its backbone as
 one Keras model, images to probabilities). Every
@@ -37,6 +38,7 @@ from .inference.export import ExportedModel, ExportError, export_model, read_met
 from .inference.imagenet import ImagenetPrediction, imagenet_predict, iter_imagenet_predictions
 from .inference.predict import Prediction, Predictions, iter_predictions, predict
 from .outputs import OUTPUTS, Output, register_output, unregister_output
+from .outputs.html import to_html
 from .search.split import SplitError
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "register_classifier",
     "register_output",
     "side_by_side_table",
+    "to_html",
     "train_and_evaluate",
     "unregister_classifier",
     "unregister_output",

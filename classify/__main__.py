@@ -1,5 +1,5 @@
-"""Command line of stage 2: ``python -m classify --features FILE`` (and ``compare``, ``predict``,
-``export``).
+"""Command line of stage 2: ``python -m classify --features FILE`` (and ``compare``, ``report``,
+``predict``, ``export``).
 
 A thin shell over the library (:func:`classify.train_and_evaluate`, :func:`classify.compare`,
 :func:`classify.predict`, :func:`classify.imagenet_predict`, :func:`classify.export_model`):
@@ -44,6 +44,8 @@ examples:
   python -m classify --features flowers17.hdf5 --grid '{"C": [0.01, 0.1]}'
   python -m classify --features flowers17.hdf5 --model logreg rf xgb --json f17.json
   python -m classify compare f17.logreg.json f17.xgb.json --plots figures/
+  python -m classify --features flowers17.hdf5 --model logreg head --html f17.html
+  python -m classify report f17.logreg.json f17.head.json --html f17.html
   python -m classify --features flowers17.hdf5 --model head logreg --save f17.joblib
   python -m classify --features f17_block15.hdf5 --model finetune --augment --tta --json ft.json
   python -m classify predict --model rf.joblib new_photos/ --output predictions.csv
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return predict_main(argv[1:])
     if argv[:1] == ["export"]:
         return export_main(argv[1:])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
 
@@ -161,29 +165,66 @@ def compare_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m classify compare",
         description="Print saved --json results side by side: per class, precision, recall and "
-                    "F1 of each run (* best of the row), and each later run's F1 minus the first's.",
+                    "F1 of each run (* best of the row), and each later run's F1 minus the first's; "
+                    "then each run's 95% bootstrap intervals of accuracy and macro F1 and, for every "
+                    "pair, McNemar's exact test and the intervals of the differences.",
     )
     parser.add_argument("results", nargs="+", metavar="RESULT.json", help="files from --json")
     parser.add_argument("--force", action="store_true",
                         help="compare runs scored on different test rows or classes")
     parser.add_argument("--plots", metavar="DIR", help="write precision.png (per-class precision "
                         "side by side) and confusion_<run>.png per run into DIR (created if need be)")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the 95%% intervals and the paired tests as JSON")
+    parser.add_argument("--html", metavar="FILE",
+                        help="write the runs' HTML report (as classify report does)")
     args = parser.parse_args(argv)
 
     from .errors import ClassifyError, SettingsError
     from .evaluation.comparison import compare
+    from .outputs.html import to_html
 
     try:
         comparison = compare(args.results, force=args.force)
         print(comparison.table)
         if args.plots:
             comparison.write_plots(args.plots)
+        if args.json:
+            comparison.to_json(args.json)
+        if args.html:
+            to_html(args.results, args.html)
     except SettingsError as exc:
         parser.error(str(exc))
     except ClassifyError as exc:
         return fail("classify compare", str(exc))
     except KeyboardInterrupt:
         print("classify compare: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def report_main(argv: list[str]) -> int:
+    """``python -m classify report RUN.json ... --html FILE``"""
+    parser = argparse.ArgumentParser(
+        prog="python -m classify report",
+        description="Write one self-contained HTML report of saved --json runs on the same test rows: "
+                    "the summary with 95% intervals and paired tests, per-class precision / recall / F1 "
+                    "side by side, confusion matrices whose cells list their images, the misclassified "
+                    "test images, the suspected label errors the runs found, settings and provenance.",
+    )
+    parser.add_argument("results", nargs="+", metavar="RUN.json", help="files from --json")
+    parser.add_argument("--html", metavar="FILE", required=True, help="the HTML file to write")
+    args = parser.parse_args(argv)
+
+    from .errors import ClassifyError
+    from .outputs.html import to_html
+
+    try:
+        print(to_html(args.results, args.html))
+    except ClassifyError as exc:
+        return fail("classify report", str(exc))
+    except KeyboardInterrupt:
+        print("classify report: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -54,6 +54,11 @@ def train_and_evaluate(
     json: str | os.PathLike | None = None,
     save: str | os.PathLike | None = None,
     plots: str | os.PathLike | None = None,
+    html: str | os.PathLike | None = None,
+    label_issues: str | os.PathLike | None = None,
+    bootstrap: int = 2000,
+    repeats: int | None = None,
+    outer_cv: int | None = None,
     outputs: Mapping[str, str | os.PathLike] | None = None,
     on_result: Callable[[ModelResult], Any] | None = None,
 ) -> dict[str, ModelResult]:
@@ -129,6 +134,27 @@ def train_and_evaluate(
     plots : path, optional
         A folder (created with its parents if need be) for ``confusion_<model>.png`` and, with
         several models, ``precision.png``.
+    html : path, optional
+        One self-contained HTML report of the run (:func:`classify.to_html`): the models side
+        by side with intervals and p-values, confusion matrices whose cells list their images,
+        each model's misclassified images, suspected label errors, the settings.
+    label_issues : path, optional
+        A CSV of the training images whose given label looks wrong
+        (:meth:`ModelResult.label_issues`); named per model as ``json`` is.
+    bootstrap : int
+        Resamples of the test rows behind the 95% intervals of accuracy and macro F1 and of
+        each pair's differences (:meth:`ModelResult.intervals`, :meth:`ModelResult.compare`),
+        paired across the models, seeded by ``seed``.
+    repeats : int, optional
+        Search, refit and test each model over this many stratified splits seeded ``seed``,
+        ``seed + 1``, ... (each holding out ``test_size``), all models on the same splits; the
+        result of each model is then a :class:`~classify.evaluation.repeats.RepeatedResult`
+        (mean ± std per class and overall; the paired tests pool all the test sets). A file's
+        stored split is kept instead, with a warning that repeats need ``resplit``. Only
+        ``json`` is written (each split's document in one file per model).
+    outer_cv : int, optional
+        As ``repeats``, over the folds of one stratified, shuffled outer cross-validation of
+        this many folds (every row tested once).
     outputs : dict of str to path, optional
         Destinations of registered outputs by name (:data:`classify.OUTPUTS`; ``json``,
         ``save`` and ``plots`` are the three above), for outputs of your own
@@ -167,14 +193,15 @@ def train_and_evaluate(
     """
     names = list(TrainSettings(
         models=models, grid=grid, test_size=test_size, use_val=use_val, resplit=resplit,
-        class_weight=class_weight, seed=seed,
-        folds=folds, jobs=jobs, json=json,
-        save=save, plots=plots, augment=augment, tta=tta, precision=precision, allow_partial=allow_partial,
-        verbose=verbose, engine=engine, ray_address=ray_address,
+        class_weight=class_weight, seed=seed, folds=folds, jobs=jobs, json=json, save=save, plots=plots,
+        html=html, label_issues=label_issues, bootstrap=bootstrap, repeats=repeats, outer_cv=outer_cv,
+        augment=augment, tta=tta,
+        precision=precision, allow_partial=allow_partial, verbose=verbose, engine=engine,
+        ray_address=ray_address,
     ).models)
     from extract.devices import warn_if_bf16_is_slow
 
-    from .outputs import open_outputs
+    from .outputs import OUTPUTS, open_outputs
     from .search.engines import search_backend
 
     warn_if_bf16_is_slow(precision, log)
@@ -185,26 +212,81 @@ def train_and_evaluate(
     split = split_rows(data, test_size, seed, allow_partial, use_val=use_val, resplit=resplit)
     if split.source == "stored":  # a random split is told in each model's first line
         log.info("%s", split.describe())
+    splits = repeated_rows(data, split, repeats or outer_cv, test_size=test_size, seed=seed,
+                           outer_cv=outer_cv is not None)
     weights = training_weights(data, split, class_weight, estimators)
-    destinations = open_outputs({"json": json, "save": save, "plots": plots, **(outputs or {})})
+    destinations = open_outputs({"json": json, "save": save, "plots": plots, "html": html,
+                                 "label_issues": label_issues, **(outputs or {})})
     # The share a random split held out (a stored split: none asked for, none used).
     share = test_size if split.source == "stored" or test_size is not None else 0.25
     settings = {"test_size": share, "seed": seed, "folds": folds, "jobs": jobs, "engine": engine,
                 "augment": augment, "tta": tta, "precision": precision, "use_val": use_val,
-                "resplit": resplit, "split": split.to_json(), "class_weight": class_weight}
+                "resplit": resplit, "split": split.to_json(), "class_weight": class_weight,
+                "bootstrap": bootstrap}
+    if splits:
+        with search_backend(engine, ray_address):
+            return run_repeated(names, estimators, grids, data, splits, settings, verbose=verbose,
+                                class_weight=class_weight, json=destinations.get("json"),
+                                on_result=on_result, scheme="outer-cv" if outer_cv else "repeats")
     results: dict[str, ModelResult] = {}
     with search_backend(engine, ray_address):
         for name in names:
             results[name] = search_model(name, estimators[name], grids[name], data, split, settings,
                                          verbose=verbose, sample_weight=weights)
+            if any(OUTPUTS[output].needs_label_issues for output in destinations):
+                results[name].label_issues()  # found once, before any output writes
             if on_result is not None:
                 on_result(results[name])
             write_outputs(results[name], destinations, several=len(names) > 1)
-    from .outputs import OUTPUTS
-
     for output_name, destination in destinations.items():
         OUTPUTS[output_name].write_all(results, destination)
     return results
+
+
+def repeated_rows(data: FeatureData, split: RowSplit, repeats: int | None, *, test_size: float | None,
+                  seed: int, outer_cv: bool) -> list[RowSplit]:
+    """The splits of ``--repeats`` / ``--outer-cv`` (none without them, and none for a file whose
+    stored split is kept, which a warning says)."""
+    from .search.split import SplitError, repeated_splits
+
+    if not repeats:
+        return []
+    if split.source == "stored":
+        log.warning(f"warning: {data.path} holds its dataset's own split, which is kept: "
+                    "--repeats and --outer-cv need --resplit")
+        return []
+    try:
+        return repeated_splits(data.y, repeats, test_size=0.25 if test_size is None else test_size,
+                               seed=seed, outer_cv=outer_cv, label_names=data.label_names)
+    except SplitError as exc:
+        raise SplitError(f"{data.path}: {exc}") from None
+
+
+def run_repeated(names: Sequence[str], estimators: Mapping[str, Any], grids: Mapping[str, dict],
+                 data: FeatureData, splits: Sequence[RowSplit], settings: dict[str, Any], *, verbose: int,
+                 class_weight: str | None, json: Path | None, on_result: Callable[[Any], Any] | None,
+                 scheme: str) -> dict[str, Any]:
+    """Each model searched, refit and tested on every split, as a RepeatedResult by name."""
+    from sklearn.base import clone
+
+    from .evaluation.repeats import RepeatedResult
+    from .outputs import Output
+
+    repeated = {}
+    for name in names:
+        results = []
+        for k, split in enumerate(splits):
+            log.info("%s: split %d of %d (%s)", name, k + 1, len(splits), scheme)
+            weights = training_weights(data, split, class_weight, {name: estimators[name]}, warn=k == 0)
+            results.append(search_model(name, clone(estimators[name]), grids[name], data, split,
+                                        dict(settings, split=split.to_json(), split_index=k),
+                                        verbose=verbose, sample_weight=weights))
+        repeated[name] = RepeatedResult(name, results, scheme)
+        if on_result is not None:
+            on_result(repeated[name])
+        if json is not None:
+            repeated[name].to_json(Output.per_model(json, name, len(names) > 1))
+    return repeated
 
 
 def make_estimators(names: Sequence[str], grid: str | Mapping[str, Any] | None, *, seed: int, jobs: int,
@@ -238,6 +320,7 @@ class FeatureData:
     provenance: dict[str, Any]
     complete: bool
     splits: list[str] | None = None
+    paths: list[str] | None = None
 
 
 def read_features(path: str, *, allow_partial: bool, mirrors: bool) -> FeatureData:
@@ -248,7 +331,8 @@ def read_features(path: str, *, allow_partial: bool, mirrors: bool) -> FeatureDa
         X = ff.load_features()
         mirror = ff.load_mirror_features() if mirrors else None  # one line naming the file and the fix
         complete = bool(ff.attrs.get(schema.COMPLETE, True)) and ff.n_rows == len(ff.features)
-        return FeatureData(path, X, ff.labels, mirror, ff.label_names, ff.attrs, complete, ff.splits)
+        return FeatureData(path, X, ff.labels, mirror, ff.label_names, ff.attrs, complete, ff.splits,
+                           ff.paths)
 
 
 def split_rows(data: FeatureData, test_size: float | None, seed: int, allow_partial: bool, *,
@@ -281,7 +365,7 @@ def split_rows(data: FeatureData, test_size: float | None, seed: int, allow_part
 
 
 def training_weights(data: FeatureData, split: RowSplit, class_weight: str | None,
-                     estimators: Mapping[str, Any]) -> np.ndarray | None:
+                     estimators: Mapping[str, Any], warn: bool = True) -> np.ndarray | None:
     """The sample weight of each training row (None without ``class_weight``); a warning when
     the training classes differ by more than 3:1, and a one-line refusal for a model whose
     ``fit`` takes no weights."""
@@ -293,7 +377,7 @@ def training_weights(data: FeatureData, split: RowSplit, class_weight: str | Non
     y = data.y[split.train]
     counts = np.bincount(y, minlength=len(data.label_names))
     present = counts[counts > 0]
-    if class_weight is None and len(present) and present.max() > IMBALANCE * present.min():
+    if warn and class_weight is None and len(present) and present.max() > IMBALANCE * present.min():
         big, small = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
         log.warning(f"warning: the training classes differ by more than {IMBALANCE}:1 "
                     f"({data.label_names[big]}: {counts[big]} rows, {data.label_names[small]}: "
@@ -336,6 +420,7 @@ def search_model(name: str, estimator: Any, grid: dict[str, list[Any]], data: Fe
         name=name, search=search, label_names=data.label_names, test_indices=test, y_test=data.y[test],
         features_path=data.path, provenance=data.provenance,
         settings={"model": name, "grid": grid, **settings},
+        test_paths=None if data.paths is None else [data.paths[i] for i in test], train_indices=train,
     )
 
 

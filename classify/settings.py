@@ -25,12 +25,31 @@ from .errors import SettingsError, first_line, named
 #: ``engine=`` choices: this machine's cores, or a Ray cluster.
 ENGINES = ("local", "ray")
 
+#: Fewer resamples give percentile intervals too coarse to read.
+MIN_RESAMPLES = 100
+
 #: The seeds NumPy's and scikit-learn's random states accept.
 MAX_SEED = 2**32 - 1
 
 
 def _whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_repeats(repeats: int | None, outer_cv: int | None, **outputs: Any) -> None:
+    """Refuse (one line) repeats that are not a whole number of at least 2, both kinds at once,
+    or with outputs of one split (``save``, ``plots``, ``html``, ``label_issues``)."""
+    for name, value in (("repeats", repeats), ("outer_cv", outer_cv)):
+        if value is not None and (not _whole(value) or value < 2):
+            raise SettingsError(f"{named(name)} must be a whole number of at least 2, got {value!r}")
+    if repeats is not None and outer_cv is not None:
+        raise SettingsError(f"{named('repeats')} and {named('outer_cv')} are two ways to repeat: give one")
+    given = [name for name, value in outputs.items() if value is not None]
+    if (repeats is not None or outer_cv is not None) and given:
+        writes = "writes" if len(given) == 1 else "write"
+        raise SettingsError(f"{', '.join(named(n) for n in given)} {writes} one split's model: leave out "
+                            f"{named('repeats' if repeats else 'outer_cv')} for "
+                            f"{'it' if len(given) == 1 else 'them'}")
 
 
 def check_models(models: str | Sequence[str]) -> list[str]:
@@ -199,6 +218,25 @@ class TrainSettings:
     plots: str | None = field(default=None, metadata=option(
         "write confusion_<model>.png per model and, with several models, precision.png "
         "(per-class precision side by side) into DIR (created if need be)", metavar="DIR"))
+    html: str | None = field(default=None, metadata=option(
+        "write one self-contained HTML report: the models side by side with intervals and "
+        "p-values, confusion matrices whose cells list their images, the misclassified images, "
+        "suspected label errors, the settings", metavar="FILE"))
+    label_issues: str | None = field(default=None, metadata=option(
+        "write the training images whose given label looks wrong (out-of-fold probabilities that "
+        "prefer another class, or cleanlab flags), most suspect first, as CSV: path, given, "
+        "suggested, score, flagged; one file per model as --json",
+        metavar="FILE"))
+    bootstrap: int = field(default=2000, metadata=option(
+        "bootstrap resamples of the test rows behind the intervals of accuracy, macro F1 and "
+        "their differences (default: 2000)", metavar="N", text=whole))
+    repeats: int | None = field(default=None, metadata=option(
+        "search, refit and test every model over K stratified splits seeded --seed, --seed + 1, "
+        "...: mean and std per class and overall, and the paired tests over all K test sets "
+        "(a file's stored split is kept: use --resplit)", metavar="K", text=whole))
+    outer_cv: int | None = field(default=None, metadata=option(
+        "as --repeats, over the K folds of an outer stratified cross-validation (every row "
+        "tested once)", metavar="K", text=whole))
     augment: bool = field(default=False, metadata=option(
         "train on the training images' mirrors too (a file extracted with --augment flip); folds "
         "and test are scored on images, never mirrors", action="store_true"))
@@ -222,6 +260,11 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(check_models(self.models)))
+        check_repeats(self.repeats, self.outer_cv, save=self.save, plots=self.plots, html=self.html,
+                      label_issues=self.label_issues)
+        if not _whole(self.bootstrap) or self.bootstrap < MIN_RESAMPLES:
+            raise SettingsError(f"{named('bootstrap')} must be a whole number of at least {MIN_RESAMPLES} "
+                                f"resamples, got {self.bootstrap!r}")
         check_settings(models=list(self.models), grid=self.grid, test_size=self.test_size, seed=self.seed,
                        folds=self.folds, jobs=self.jobs, engine=self.engine, verbose=self.verbose,
                        augment=self.augment, tta=self.tta, precision=self.precision,

@@ -24,6 +24,7 @@ COMMANDS: list[list[str]] = [
     ["extract"],
     ["classify"],
     ["classify", "compare"],
+    ["classify", "report"],
     ["classify", "predict"],
     ["classify", "export"],
 ]

@@ -76,9 +76,12 @@ def main() -> int:
     parser.add_argument("--dataset", default="flowers17")
     parser.add_argument("--only", nargs="+", metavar="RUN",
                         help="runs to do (e.g. finetune finetune+mirrors); default: all")
+    parser.add_argument("--html", metavar="FILE",
+                        help="also write the HTML report of all the runs (the logistic regressions "
+                             "with their suspected label errors)")
     args = parser.parse_args()
 
-    from classify import compare, train_and_evaluate
+    from classify import compare, to_html, train_and_evaluate
     from extract import extract_features
 
     setup, out = SETUPS[args.backbone], Path(args.out)
@@ -103,8 +106,11 @@ def main() -> int:
                     written.append(path)
                 continue
             started = time.perf_counter()
+            # Label issues cost a fit per fold: found for the quick logistic regressions only.
+            issues = out / f"{args.backbone}.{run}.issues.csv" if args.html and model == "logreg" else None
             result = train_and_evaluate(files[stem], [model], grid=grid, augment=mirrors,
-                                        tta=mirrors, json=path, folds=2 if grid else 3)[model]
+                                        tta=mirrors, json=path, folds=2 if grid else 3,
+                                        label_issues=issues)[model]
             print(f"{run}: accuracy {result.accuracy:.4f}, {time.perf_counter() - started:.0f} s "
                   f"in all; {result.best_params}", flush=True)
             written.append(path)
@@ -118,6 +124,8 @@ def main() -> int:
     if len(written) > 1:
         print()
         print(compare(written))
+    if args.html:
+        print(f"\nHTML report: {to_html(written, args.html)}")
     return 0
 
 

@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..errors import ClassifyError, SettingsError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from .significance import Significance
 
 METRICS = ("precision", "recall", "f1-score")
 SUMMARY_ROWS = ("macro avg", "weighted avg")
@@ -134,6 +138,32 @@ def common_labels(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [n for n in first if all(n in r["report"] for r in runs.values())]
 
 
+def significance_of_runs(runs: Mapping[str, Mapping[str, Any]]) -> Significance:
+    """The intervals and paired tests of saved runs on the same test rows (the first run's
+    ``bootstrap`` resamples and seed); a run saved without its test labels is refused.
+
+    Examples
+    --------
+    >>> run = {"test_labels": [0, 1, 1, 0], "test_predictions": [0, 1, 0, 0], "label_names": ["a", "b"]}
+    >>> significance_of_runs({"a": run, "b": dict(run, test_predictions=[0, 1, 1, 0])}).pairs[0].mcnemar
+    McNemar(only_first=0, only_second=1, p_value=1.0)
+    """
+    from .significance import RESAMPLES, paired_significance
+
+    first_name, first = next(iter(runs.items()))
+    for name, run in runs.items():
+        if "test_labels" not in run or "test_predictions" not in run:
+            raise CompareError(f"{name}: saved without its test labels and predictions; run it again "
+                               "with --json to compare it")
+        if run["test_labels"] != first["test_labels"]:
+            raise CompareError(f"{name} and {first_name} were scored on different test rows")
+    settings = first.get("settings") or {}
+    predictions = {name: np.asarray(run["test_predictions"]) for name, run in runs.items()}
+    return paired_significance(np.asarray(first["test_labels"]), predictions, len(first["label_names"]),
+                               resamples=int(settings.get("bootstrap", RESAMPLES)),
+                               seed=int(settings.get("seed", 42)))
+
+
 @dataclass
 class Comparison:
     """Saved runs side by side: what :func:`compare` returns.
@@ -146,12 +176,36 @@ class Comparison:
     label_names : list of str
         The classes compared: those every run reports, in the first run's order.
     table : str
-        The side-by-side table ``python -m classify compare`` prints; also ``str(comparison)``.
+        The side-by-side table ``python -m classify compare`` prints, then the intervals and
+        paired tests; also ``str(comparison)``.
+    significance : Significance or None
+        Every run's 95% intervals and every pair's McNemar test and difference intervals; None
+        for runs on different test rows (compared with ``force``).
     """
 
     runs: dict[str, dict[str, Any]]
     label_names: list[str]
     table: str
+    significance: Significance | None = None
+
+    def to_json(self, path: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The comparison as JSON (``python -m classify compare --json``): the runs' files,
+        classes and the intervals and paired tests; also written to ``path`` when given.
+
+        Examples
+        --------
+        >>> compare(["a.json", "b.json"]).to_json()["pairs"][0]["mcnemar"]  # doctest: +SKIP
+        {'only_first': 12, 'only_second': 19, 'p_value': 0.281}
+        """
+        data = {"runs": {name: run.get("features") for name, run in self.runs.items()},
+                "label_names": self.label_names,
+                **(self.significance.to_json() if self.significance is not None else {})}
+        if path is not None:
+            try:
+                Path(path).write_text(json.dumps(data, indent=2) + "\n")
+            except OSError as exc:
+                raise ClassifyError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        return data
 
     def __str__(self) -> str:
         return self.table
@@ -204,7 +258,9 @@ def compare(
     """Saved ``--json`` results side by side, as ``python -m classify compare`` prints them.
 
     Per class, the precision, recall and F1 of each run (``*`` marks the best of the row), then
-    accuracy and the averages, and each later run's F1 minus the first's.
+    accuracy and the averages, and each later run's F1 minus the first's; then each run's 95%
+    bootstrap intervals of accuracy and macro F1 and, for every pair, McNemar's exact test and
+    the intervals of the differences, said to be within noise where they span 0.
 
     Parameters
     ----------
@@ -240,7 +296,11 @@ def compare(
     runs = load_runs(paths, force=force)
     labels = common_labels(runs)
     table = side_by_side({n: r["report"] for n, r in runs.items()}, labels, differences=True)
-    comparison = Comparison(runs=runs, label_names=labels, table=table)
+    same_rows = all(r["test_indices"] == next(iter(runs.values()))["test_indices"] for r in runs.values())
+    significance = significance_of_runs(runs) if same_rows else None
+    if significance is not None:
+        table += "\n\n" + significance.table()
+    comparison = Comparison(runs=runs, label_names=labels, table=table, significance=significance)
     if plots is not None:
         comparison.write_plots(plots)
     return comparison

@@ -14,6 +14,8 @@ import numpy as np
 from ..errors import ClassifyError
 from ..search.result import SearchResult
 from .evaluation import Evaluation
+from .label_issues import LabelIssue
+from .significance import RESAMPLES, ModelIntervals, PairedComparison, Significance, paired_significance
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -51,6 +53,11 @@ class ModelResult:
         Its attributes (how the features were made).
     settings : dict
         The run's settings, as the ``--json`` document records them.
+    test_paths : list of str, optional
+        The test rows' image paths, as the feature file records them (relative to its
+        ``dataset_root``).
+    train_indices : ndarray of int, optional
+        The rows the model was searched and refit on.
     evaluation : Evaluation
         The metrics, confusion matrix, test rows and probabilities, computed once.
     report : str
@@ -78,8 +85,11 @@ class ModelResult:
     features_path: str
     provenance: dict[str, Any]
     settings: dict[str, Any]
+    test_paths: list[str] | None = None
+    train_indices: np.ndarray | None = None
     evaluation: Evaluation = field(init=False)
     report: str = field(init=False)
+    _label_issues: list[LabelIssue] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         from ..outputs.text import text_report
@@ -125,6 +135,79 @@ class ModelResult:
         """Counts ``(n_classes, n_classes)``: row = true class, column = predicted class, in
         ``label_names`` order."""
         return self.evaluation.confusion
+
+    def intervals(self) -> ModelIntervals:
+        """Accuracy and macro F1 on the test rows with their bootstrap 95% intervals (the run's
+        ``bootstrap`` resamples and seed).
+
+        Examples
+        --------
+        >>> print(results["logreg"].intervals().accuracy)  # doctest: +SKIP
+        0.9324 [0.9059, 0.9588]
+        """
+        return significance_of({self.name: self}).intervals[self.name]
+
+    def compare(self, other: ModelResult) -> PairedComparison:
+        """McNemar's exact test of this model against ``other`` on the same test rows, and the
+        bootstrap 95% intervals of ``other``'s accuracy and macro F1 minus this one's.
+
+        Raises :class:`~classify.evaluation.comparison.CompareError` for models scored on
+        other test rows.
+
+        Examples
+        --------
+        >>> pair = results["logreg"].compare(results["head"])  # doctest: +SKIP
+        >>> pair.mcnemar.p_value, pair.accuracy_difference.spans_zero  # doctest: +SKIP
+        (0.28, True)
+        >>> print(pair.describe())  # doctest: +SKIP
+        """
+        first, second = self.name, other.name if other.name != self.name else f"{other.name}'"
+        return significance_of({first: self, second: other}).pairs[0]
+
+    def label_issues(self) -> list[LabelIssue]:
+        """The training images whose given label looks wrong, most suspect first (computed once).
+
+        Every training row is predicted by a copy of this model (its best parameters) fitted on
+        the other folds of the search's stratified folds and seed, with the run's class
+        weights. The rows those probabilities give another class, and those cleanlab's
+        ``find_label_issues`` flags, ranked by cleanlab's label quality score, lowest first
+        (:mod:`classify.evaluation.label_issues`). Costs one more fit per fold.
+
+        Examples
+        --------
+        >>> for issue in results["logreg"].label_issues()[:3]:  # doctest: +SKIP
+        ...     print(issue.path, issue.given, "->", issue.suggested, round(issue.score, 3))
+        daisy/image_0801.jpg daisy -> sunflower 0.004
+        """
+        if self._label_issues is None:
+            self._label_issues = self._find_label_issues()
+        return self._label_issues
+
+    @property
+    def found_label_issues(self) -> list[LabelIssue] | None:
+        """:meth:`label_issues` if they were asked for already (a run with ``html`` or
+        ``label_issues`` asks), else None; never computes them."""
+        return self._label_issues
+
+    def _find_label_issues(self) -> list[LabelIssue]:
+        from sklearn.utils.class_weight import compute_sample_weight
+
+        from features import FeatureFile
+
+        from .label_issues import out_of_fold_probabilities, rank_label_issues
+
+        if self.train_indices is None:
+            raise ClassifyError(f"{self.name}: the result does not record its training rows")
+        train = np.asarray(self.train_indices)
+        with FeatureFile(self.features_path, allow_partial=True) as ff:
+            X, y, paths = ff.load_features()[train], ff.labels[train], ff.paths
+        weight = self.settings.get("class_weight")
+        proba, classes = out_of_fold_probabilities(
+            self.estimator, X, y, folds=int(self.settings.get("folds", 3)),
+            seed=int(self.settings.get("seed", 42)),
+            sample_weight=None if weight is None else compute_sample_weight(weight, y))
+        names = None if paths is None else [paths[i] for i in train]
+        return rank_label_issues(y, proba, classes, train, names, self.label_names)
 
     def plot_confusion(self, ax: Axes | None = None, title: str | None = None) -> Figure:
         """The confusion matrix normalised by true class, as a matplotlib Figure.
@@ -208,6 +291,31 @@ class ModelResult:
         return path
 
 
+def check_comparable(results: Mapping[str, ModelResult]) -> None:
+    """Refuse (:class:`~classify.evaluation.comparison.CompareError`) results scored on
+    different test rows or classes."""
+    from .comparison import CompareError
+
+    if not results:
+        raise CompareError("no results to put side by side")
+    first_name, first = next(iter(results.items()))
+    for name, result in results.items():
+        if not np.array_equal(result.test_indices, first.test_indices):
+            raise CompareError(f"{name} and {first_name} were scored on different test rows")
+        if list(result.label_names) != list(first.label_names):
+            raise CompareError(f"{name} and {first_name} have different classes")
+
+
+def significance_of(results: Mapping[str, ModelResult]) -> Significance:
+    """The intervals of every model and the paired tests of every pair, on the bootstrap
+    resamples and seed of the first model's run (:func:`paired_significance`)."""
+    check_comparable(results)
+    first = next(iter(results.values()))
+    return paired_significance(
+        first.y_test, {name: r.test_predictions for name, r in results.items()}, len(first.label_names),
+        resamples=int(first.settings.get("bootstrap", RESAMPLES)), seed=int(first.settings.get("seed", 42)))
+
+
 def side_by_side_table(results: Mapping[str, ModelResult]) -> str:
     """Several models' reports side by side on their common test rows, as ``python -m classify``
     prints them after the reports (a heading, then per class the precision, recall and F1 of
@@ -225,15 +333,13 @@ def side_by_side_table(results: Mapping[str, ModelResult]) -> str:
                      P logreg         P rf     R logreg         R rf    F1 logreg        F1 rf
     bluebell          0.4000       0.3077*     ...
     """
-    from .comparison import CompareError, side_by_side
+    from .comparison import side_by_side
+    from .repeats import RepeatedResult, repeated_side_by_side
 
-    if not results:
-        raise CompareError("no results to put side by side")
-    first_name, first = next(iter(results.items()))
-    for name, result in results.items():
-        if not np.array_equal(result.test_indices, first.test_indices):
-            raise CompareError(f"{name} and {first_name} were scored on different test rows")
-        if list(result.label_names) != list(first.label_names):
-            raise CompareError(f"{name} and {first_name} have different classes")
+    if results and isinstance(next(iter(results.values())), RepeatedResult):
+        return repeated_side_by_side(results)
+    check_comparable(results)
+    first = next(iter(results.values()))
     table = side_by_side({name: r.report_dict for name, r in results.items()}, first.label_names)
-    return f"side by side on the same {len(first.test_indices)} test images (* best of the row):\n{table}"
+    return (f"side by side on the same {len(first.test_indices)} test images (* best of the row):\n{table}"
+            f"\n\n{significance_of(results).table()}")

@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .registry import Output, register_output
 
 
@@ -59,6 +61,14 @@ def json_document(result: Any) -> dict[str, Any]:
         "test_indices": [int(i) for i in evaluation.test_indices],
         "test_labels": [int(t) for t in evaluation.y_test],
         "test_predictions": [int(p) for p in evaluation.predictions],
+        "test_paths": result.test_paths,
+        # Rounded: the HTML report ranks and shows them; 1e-6 is far below what it shows.
+        "test_probabilities": None if evaluation.probabilities is None
+        else np.round(evaluation.probabilities, 6).tolist(),
+        "probability_classes": [int(c) for c in evaluation.classes],
+        "intervals": result.intervals().to_json(),
+        "label_issues": None if result.found_label_issues is None
+        else [issue.to_json() for issue in result.found_label_issues],
         "versions": library_versions(search.model),
     }
 

@@ -36,6 +36,9 @@ class Output:
 
     #: The key of ``outputs=`` (the built-ins: also a keyword of ``train_and_evaluate``).
     name: str = ""
+    #: Whether it shows :meth:`~classify.ModelResult.label_issues`: a run asking for it finds
+    #: them for each model before any output writes (so ``--json`` records them too).
+    needs_label_issues: bool = False
 
     def open(self, destination: str | os.PathLike) -> Path:
         """Check (or create) ``destination`` before any search starts, so a bad one fails in
@@ -100,7 +103,7 @@ def unregister_output(name: str) -> None:
     --------
     >>> unregister_output("not-registered")
     >>> list(OUTPUTS)
-    ['json', 'save', 'plots']
+    ['json', 'save', 'plots', 'label_issues', 'html']
     """
     _REGISTRY.pop(name, None)
 

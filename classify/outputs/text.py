@@ -13,7 +13,7 @@ def text_report(result: Any) -> str:
     ``result`` (a :class:`~classify.evaluation.results.ModelResult`)."""
     from sklearn.metrics import classification_report
 
-    search, evaluation = result.search, result.evaluation
+    search, evaluation, intervals = result.search, result.evaluation, result.intervals()
     # The metrics are the evaluation's; classification_report only lays them out as text.
     report = classification_report(
         evaluation.y_test, evaluation.predictions, labels=np.arange(len(evaluation.label_names)),
@@ -33,6 +33,8 @@ def text_report(result: Any) -> str:
         + (f" ({search.train_rows // 2} images and their mirrors)" if search.augment else ""),
         f"test accuracy: {evaluation.accuracy:.4f} on {len(evaluation.y_test)} images"
         + (" (mean probabilities of each image and its mirror)" if search.tta else ""),
+        f"95% bootstrap intervals: accuracy [{intervals.accuracy.low:.4f}, {intervals.accuracy.high:.4f}], "
+        f"macro F1 {intervals.macro_f1}",
         "",
         report,
     ]

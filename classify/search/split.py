@@ -152,3 +152,33 @@ def stored_split(splits: Sequence[str], use_val: bool = False) -> RowSplit:
         raise SplitError("--use-val chooses on the val split, and its stored split has none")
     rows = np.sort(np.concatenate([train, val]))
     return RowSplit(rows, test, val_fold=np.flatnonzero(np.isin(rows, val)), source="stored")
+
+
+def repeated_splits(labels: np.ndarray, repeats: int, *, test_size: float = 0.25, seed: int = 42,
+                    outer_cv: bool = False, label_names: Sequence[str] | None = None) -> list[RowSplit]:
+    """``repeats`` train / test splits of the rows: stratified splits seeded ``seed``,
+    ``seed + 1``, ... (each holding out ``test_size``), or with ``outer_cv`` the folds of one
+    stratified, shuffled ``repeats``-fold cross-validation (every row tested once).
+
+    Examples
+    --------
+    >>> labels = np.repeat([0, 1], 6)
+    >>> folds = repeated_splits(labels, 3, outer_cv=True, seed=0)
+    >>> sorted(np.concatenate([s.test for s in folds]).tolist()) == list(range(12)), len(folds[0].test)
+    (True, 4)
+    >>> len({tuple(s.test) for s in repeated_splits(labels, 3, test_size=0.25)})
+    3
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if not outer_cv:
+        return [RowSplit(*stratified_split(labels, test_size, seed + k, label_names), source="random")
+                for k in range(repeats)]
+    stratified_split(labels, 0.5, seed, label_names)  # the same one-line refusals of unusable labels
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < repeats:
+        raise SplitError(f"class {class_name(int(classes[counts.argmin()]), label_names)} has {counts.min()} "
+                         f"rows, fewer than the {repeats} outer folds: lower --outer-cv")
+    folds = StratifiedKFold(n_splits=repeats, shuffle=True, random_state=seed)
+    return [RowSplit(np.sort(train), np.sort(test), source="outer-cv")
+            for train, test in folds.split(np.zeros((len(labels), 1)), labels)]
