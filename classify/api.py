@@ -213,8 +213,13 @@ def train_and_evaluate(
     if split.source == "stored":  # a random split is told in each model's first line
         log.info("%s", split.describe())
     splits = repeated_rows(data, split, repeats or outer_cv, test_size=test_size, seed=seed,
-                           outer_cv=outer_cv is not None)
+                           outer_cv=outer_cv is not None, partial=allow_partial and not data.complete)
     weights = training_weights(data, split, class_weight, estimators)
+    if label_issues is not None:
+        for name, estimator in estimators.items():
+            if not hasattr(estimator, "predict_proba"):
+                raise SettingsError(f"{name} has no predict_proba, which label issues rank: leave out "
+                                    f"{named('label_issues')}")
     destinations = open_outputs({"json": json, "save": save, "plots": plots, "html": html,
                                  "label_issues": label_issues, **(outputs or {})})
     # The share a random split held out (a stored split: none asked for, none used).
@@ -223,6 +228,9 @@ def train_and_evaluate(
                 "augment": augment, "tta": tta, "precision": precision, "use_val": use_val,
                 "resplit": resplit, "split": split.to_json(), "class_weight": class_weight,
                 "bootstrap": bootstrap}
+    if splits and set(destinations) - {"json"}:
+        raise SettingsError(f"outputs {', '.join(sorted(set(destinations) - {'json'}))} write one split's "
+                            f"model: leave out {named('repeats' if repeats else 'outer_cv')} for them")
     if splits:
         with search_backend(engine, ray_address):
             return run_repeated(names, estimators, grids, data, splits, settings, verbose=verbose,
@@ -233,7 +241,8 @@ def train_and_evaluate(
         for name in names:
             results[name] = search_model(name, estimators[name], grids[name], data, split, settings,
                                          verbose=verbose, sample_weight=weights)
-            if any(OUTPUTS[output].needs_label_issues for output in destinations):
+            if any(OUTPUTS[output].needs_label_issues for output in destinations) and \
+                    hasattr(results[name].estimator, "predict_proba"):
                 results[name].label_issues()  # found once, before any output writes
             if on_result is not None:
                 on_result(results[name])
@@ -244,7 +253,7 @@ def train_and_evaluate(
 
 
 def repeated_rows(data: FeatureData, split: RowSplit, repeats: int | None, *, test_size: float | None,
-                  seed: int, outer_cv: bool) -> list[RowSplit]:
+                  seed: int, outer_cv: bool, partial: bool = False) -> list[RowSplit]:
     """The splits of ``--repeats`` / ``--outer-cv`` (none without them, and none for a file whose
     stored split is kept, which a warning says)."""
     from .search.split import SplitError, repeated_splits
@@ -257,7 +266,8 @@ def repeated_rows(data: FeatureData, split: RowSplit, repeats: int | None, *, te
         return []
     try:
         return repeated_splits(data.y, repeats, test_size=0.25 if test_size is None else test_size,
-                               seed=seed, outer_cv=outer_cv, label_names=data.label_names)
+                               seed=seed, outer_cv=outer_cv, label_names=data.label_names,
+                               allow_trailing_empty=partial)
     except SplitError as exc:
         raise SplitError(f"{data.path}: {exc}") from None
 

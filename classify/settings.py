@@ -38,7 +38,16 @@ def _whole(value: Any) -> bool:
 
 def check_repeats(repeats: int | None, outer_cv: int | None, **outputs: Any) -> None:
     """Refuse (one line) repeats that are not a whole number of at least 2, both kinds at once,
-    or with outputs of one split (``save``, ``plots``, ``html``, ``label_issues``)."""
+    or with outputs of one split (``save``, ``plots``, ``html``, ``label_issues``).
+
+    Examples
+    --------
+    >>> check_repeats(3, None, save=None)
+    >>> check_repeats(3, None, save="m.joblib")
+    Traceback (most recent call last):
+    ...
+    classify.errors.SettingsError: save (--save) writes one split's model: leave out repeats ... for it
+    """
     for name, value in (("repeats", repeats), ("outer_cv", outer_cv)):
         if value is not None and (not _whole(value) or value < 2):
             raise SettingsError(f"{named(name)} must be a whole number of at least 2, got {value!r}")

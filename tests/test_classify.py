@@ -264,7 +264,7 @@ def test_several_models_end_with_a_side_by_side_table(tmp_path):
     result = run_module("classify", "-f", features, "-m", "logreg", "rf",
                         "--json", tmp_path / "r.json", "-j", "1")
     assert result.returncode == 0, result.stderr
-    table = result.stdout.split("(* best of the row):\n")[1]
+    table = result.stdout.split("(* best of the row):\n")[1].split("\n\non the same")[0]
     runs = {m: json.loads((tmp_path / f"r.{m}.json").read_text()) for m in ("logreg", "rf")}
     assert runs["logreg"]["test_indices"] == runs["rf"]["test_indices"]
     y = np.array([0] * 20 + [1] * 20 + [2] * 20)

@@ -50,6 +50,38 @@ def test_swapped_labels_of_separable_blobs_are_the_most_suspected(tmp_path):
     assert {r["flagged"] for r in rows} <= {"yes", "no"} and rows[0]["flagged"] == "yes"
 
 
+def test_the_report_escapes_names_and_renders_a_model_without_probabilities(tmp_path):
+    from sklearn.svm import LinearSVC
+
+    from classify import Classifier, SettingsError, register_classifier, unregister_classifier
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 30)
+    X = rng.normal(0, 1, (60, 3)) + 1.5 * y[:, None]
+    names = ['<b>"tag"</b>', "a & b"]
+    with FeatureWriter(tmp_path / "f.hdf5", dim=3, label_names=names, attrs={"backbone": "blobs"}) as w:
+        w.add(X, y, [f"<img src=x onerror=alert(1)>{i}.jpg" for i in range(60)])
+    register_classifier(Classifier("svm", "linear SVM, no probabilities",
+                                   lambda seed, jobs: LinearSVC(random_state=seed), {"C": [1.0]}))
+    try:
+        with pytest.raises(SettingsError, match="svm has no predict_proba, which label issues rank"):
+            train_and_evaluate(tmp_path / "f.hdf5", "svm", jobs=1, label_issues=tmp_path / "i.csv")
+        results = train_and_evaluate(tmp_path / "f.hdf5", ["logreg", "svm"], jobs=1, bootstrap=200,
+                                     html=tmp_path / "r.html")
+    finally:
+        unregister_classifier("svm")
+    page = (tmp_path / "r.html").read_text()
+    assert "&lt;b&gt;&#34;tag&#34;&lt;/b&gt;" in page and "a &amp; b" in page
+    assert '<b>"tag"</b>' not in page and "<img src=x" not in page
+    for k, name in enumerate(["logreg", "svm"]):
+        evaluation = results[name].evaluation
+        gallery = page.split(f'id="mistakes-m{k}"')[1].split("</div>\n<h3>")[0]
+        mistakes = int(np.sum(evaluation.y_test != evaluation.predictions))
+        assert gallery.count('class="card mistake"') == mistakes
+    assert "Not found for this run" in page  # the svm's label issues: it has no probabilities
+    assert results["logreg"].found_label_issues is not None and results["svm"].found_label_issues is None
+
+
 @pytest.fixture(scope="module")
 def swapped_flowers(flowers17, mobilenetv2_notop, tmp_path_factory) -> dict:
     """MobileNetV2 avg features of 40 images of each Flowers-17 class (links, so one can

@@ -107,6 +107,9 @@ def load_runs(paths: Sequence[str | os.PathLike], force: bool = False) -> dict[s
         except OSError as exc:
             raise CompareError(f"{path}: cannot be read ({exc.strerror or exc})") from None
         except (json.JSONDecodeError, KeyError, TypeError):
+            if isinstance(data, dict) and "runs" in data and "scheme" in data:
+                raise CompareError(f"{path}: the runs of --repeats or --outer-cv, which their own run puts "
+                                   "side by side; compare one-split results (without --repeats)") from None
             raise CompareError(f"{path}: not a result written by python -m classify --json") from None
         name = Path(path).stem
         while name in runs:
@@ -156,7 +159,8 @@ def significance_of_runs(runs: Mapping[str, Mapping[str, Any]]) -> Significance:
             raise CompareError(f"{name}: saved without its test labels and predictions; run it again "
                                "with --json to compare it")
         if run["test_labels"] != first["test_labels"]:
-            raise CompareError(f"{name} and {first_name} were scored on different test rows")
+            raise CompareError(f"{name} and {first_name} were scored on different test rows: compare runs "
+                               "of one feature file, --test-size and --seed")
     settings = first.get("settings") or {}
     predictions = {name: np.asarray(run["test_predictions"]) for name, run in runs.items()}
     return paired_significance(np.asarray(first["test_labels"]), predictions, len(first["label_names"]),
@@ -296,8 +300,11 @@ def compare(
     runs = load_runs(paths, force=force)
     labels = common_labels(runs)
     table = side_by_side({n: r["report"] for n, r in runs.items()}, labels, differences=True)
-    same_rows = all(r["test_indices"] == next(iter(runs.values()))["test_indices"] for r in runs.values())
-    significance = significance_of_runs(runs) if same_rows else None
+    first = next(iter(runs.values()))
+    # Paired only on the same rows and classes (--force may compare others: then none).
+    paired = all(r["test_indices"] == first["test_indices"] and r["label_names"] == first["label_names"]
+                 for r in runs.values())
+    significance = significance_of_runs(runs) if paired else None
     if significance is not None:
         table += "\n\n" + significance.table()
     comparison = Comparison(runs=runs, label_names=labels, table=table, significance=significance)

@@ -54,15 +54,26 @@ class LabelIssue:
 
 
 def out_of_fold_probabilities(estimator: Any, X: np.ndarray, y: np.ndarray, *, folds: int, seed: int,
-                              sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                              sample_weight: np.ndarray | None = None,
+                              label_names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's probabilities from a clone of ``estimator`` fitted on the other folds
-    (stratified, shuffled by ``seed``), with the classes of the columns (those ``y`` has)."""
+    (stratified, shuffled by ``seed``, as the search's cross-validation), with the classes of
+    the columns (those ``y`` has); ``label_names`` name a class too small for the folds.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X, y = np.arange(12.0).reshape(6, 2), np.array([0, 0, 0, 1, 1, 1])
+    >>> proba, classes = out_of_fold_probabilities(LogisticRegression(), X, y, folds=3, seed=0)
+    >>> proba.shape, classes.tolist()
+    ((6, 2), [0, 1])
+    """
     from sklearn.base import clone
     from sklearn.model_selection import cross_val_predict
 
     from ..search.grid import stratified_folds, weight_fit_params
 
-    cv = stratified_folds(y, folds, seed)
+    cv = stratified_folds(y, folds, seed, label_names)
     params = {} if sample_weight is None else weight_fit_params(estimator, sample_weight)
     proba = cross_val_predict(clone(estimator), X, y, cv=cv, method="predict_proba", params=params)
     return proba, np.unique(y)
@@ -101,20 +112,20 @@ def rank_label_issues(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, row
 
 
 def write_label_issues(issues: Sequence[LabelIssue], path: str | os.PathLike) -> Path:
-    """Write ``issues`` as CSV (path, given, suggested, score, flagged); a failure is one line.
+    """Write ``issues`` as CSV (path, row, given, suggested, score, flagged); a failure is one line.
 
     Examples
     --------
     >>> write_label_issues([LabelIssue(3, "a/1.jpg", "a", "b", 0.05, True)], "i.csv")  # doctest: +SKIP
-    PosixPath('issues.csv')
+    PosixPath('i.csv')
     """
     path = Path(path)
     try:
         with path.open("w", newline="") as out:
             writer = csv.writer(out)
-            writer.writerow(["path", "given", "suggested", "score", "flagged"])
-            writer.writerows([i.path, i.given, i.suggested, f"{i.score:.6f}", "yes" if i.flagged else "no"]
-                             for i in issues)
+            writer.writerow(["path", "row", "given", "suggested", "score", "flagged"])
+            writer.writerows([i.path, i.row, i.given, i.suggested, f"{i.score:.6f}",
+                              "yes" if i.flagged else "no"] for i in issues)
     except OSError as exc:
         raise ClassifyError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path

@@ -97,6 +97,11 @@ class RepeatedResult:
             lines.append(f"{row:{width}}  {cells}")
         return "\n".join(lines)
 
+    @staticmethod
+    def side_by_side(repeated: Mapping[str, RepeatedResult]) -> str:
+        """The side-by-side table of repeated results (:func:`repeated_side_by_side`)."""
+        return repeated_side_by_side(repeated)
+
     def to_json(self, path: str | os.PathLike | None = None) -> dict[str, Any]:
         """The document ``--json`` writes with repeats: the summary, and each split's document.
 
@@ -114,19 +119,37 @@ class RepeatedResult:
 
 def pooled_significance(repeated: Mapping[str, RepeatedResult]) -> Significance:
     """Intervals and paired tests over all the test sets at once: each model's predictions on
-    every split's test rows, concatenated in split order (the same rows for every model)."""
+    every split's test rows, concatenated in split order (the same rows for every model).
+
+    Seeded splits' test sets overlap: the bootstrap then draws whole images (each with all its
+    appearances), while McNemar's test counts each appearance, which makes its p-value smaller
+    than it should be; the outer folds of ``outer_cv`` test each image once, and both are exact.
+
+    Examples
+    --------
+    >>> folds = train_and_evaluate("f17.hdf5", ["logreg", "rf"], outer_cv=5)  # doctest: +SKIP
+    >>> print(pooled_significance(folds).table())  # doctest: +SKIP
+    """
     first = next(iter(repeated.values()))
     y = np.concatenate([r.y_test for r in first.results])
+    images = np.concatenate([r.test_indices for r in first.results])
     predictions = {name: np.concatenate([r.test_predictions for r in rep.results])
                    for name, rep in repeated.items()}
     settings = first.results[0].settings
     return paired_significance(y, predictions, len(first.label_names),
                                resamples=int(settings.get("bootstrap", RESAMPLES)),
-                               seed=int(settings.get("seed", 42)))
+                               seed=int(settings.get("seed", 42)), groups=images)
 
 
 def repeated_side_by_side(repeated: Mapping[str, RepeatedResult]) -> str:
-    """Mean ± std F1 per class of every model side by side, then the pooled paired tests."""
+    """Mean ± std F1 per class of every model side by side, then the pooled paired tests
+    (what :func:`classify.side_by_side_table` prints for repeated results).
+
+    Examples
+    --------
+    >>> repeated = train_and_evaluate("f17.hdf5", ["logreg", "rf"], repeats=3)  # doctest: +SKIP
+    >>> print(repeated_side_by_side(repeated))  # doctest: +SKIP
+    """
     names = list(repeated)
     summaries = {name: rep.summary() for name, rep in repeated.items()}
     labels = next(iter(repeated.values())).label_names
@@ -149,4 +172,10 @@ def repeated_side_by_side(repeated: Mapping[str, RepeatedResult]) -> str:
     head = (f"side by side over the same {len(first.results)} splits (mean ± std over the splits, "
             "* best of the row):")
     pooled = pooled_significance(repeated).table()
-    return f"{head}\n" + "\n".join(lines) + f"\n\nall test sets pooled: {pooled}"
+    images = np.concatenate([r.test_indices for r in first.results])
+    caveat = ""
+    if len(np.unique(images)) < len(images):
+        caveat = (f"\n(the {len(first.results)} test sets overlap: {len(np.unique(images))} images appear "
+                  f"{len(images)} times; the bootstrap draws images, McNemar's test counts appearances "
+                  "and so understates its p-values; --outer-cv tests each image once)")
+    return f"{head}\n" + "\n".join(lines) + f"\n\nall test sets pooled: {pooled}{caveat}"

@@ -90,6 +90,7 @@ class ModelResult:
     evaluation: Evaluation = field(init=False)
     report: str = field(init=False)
     _label_issues: list[LabelIssue] | None = field(default=None, init=False)
+    _intervals: ModelIntervals | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         from ..outputs.text import text_report
@@ -145,7 +146,9 @@ class ModelResult:
         >>> print(results["logreg"].intervals().accuracy)  # doctest: +SKIP
         0.9324 [0.9059, 0.9588]
         """
-        return significance_of({self.name: self}).intervals[self.name]
+        if self._intervals is None:
+            self._intervals = significance_of({self.name: self}).intervals[self.name]
+        return self._intervals
 
     def compare(self, other: ModelResult) -> PairedComparison:
         """McNemar's exact test of this model against ``other`` on the same test rows, and the
@@ -197,17 +200,25 @@ class ModelResult:
         from .label_issues import out_of_fold_probabilities, rank_label_issues
 
         if self.train_indices is None:
-            raise ClassifyError(f"{self.name}: the result does not record its training rows")
+            raise ClassifyError(f"{self.name}: the result does not record its training rows; make it with "
+                                "train_and_evaluate")
+        if not hasattr(self.estimator, "predict_proba"):
+            raise ClassifyError(f"{self.name} has no predict_proba, which label issues rank")
         train = np.asarray(self.train_indices)
         with FeatureFile(self.features_path, allow_partial=True) as ff:
             X, y, paths = ff.load_features()[train], ff.labels[train], ff.paths
         weight = self.settings.get("class_weight")
         proba, classes = out_of_fold_probabilities(
             self.estimator, X, y, folds=int(self.settings.get("folds", 3)),
-            seed=int(self.settings.get("seed", 42)),
+            seed=int(self.settings.get("seed", 42)), label_names=self.label_names,
             sample_weight=None if weight is None else compute_sample_weight(weight, y))
         names = None if paths is None else [paths[i] for i in train]
         return rank_label_issues(y, proba, classes, train, names, self.label_names)
+
+    @staticmethod
+    def side_by_side(results: Mapping[str, ModelResult]) -> str:
+        """The side-by-side table of ``results`` (:func:`side_by_side_table`)."""
+        return model_side_by_side(results)
 
     def plot_confusion(self, ax: Axes | None = None, title: str | None = None) -> Figure:
         """The confusion matrix normalised by true class, as a matplotlib Figure.
@@ -293,7 +304,15 @@ class ModelResult:
 
 def check_comparable(results: Mapping[str, ModelResult]) -> None:
     """Refuse (:class:`~classify.evaluation.comparison.CompareError`) results scored on
-    different test rows or classes."""
+    different test rows or classes.
+
+    Examples
+    --------
+    >>> check_comparable({"a": results_of_f17["logreg"], "b": results_of_f34["logreg"]})  # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    classify.evaluation.comparison.CompareError: b and a were scored on different test rows: ...
+    """
     from .comparison import CompareError
 
     if not results:
@@ -301,14 +320,21 @@ def check_comparable(results: Mapping[str, ModelResult]) -> None:
     first_name, first = next(iter(results.items()))
     for name, result in results.items():
         if not np.array_equal(result.test_indices, first.test_indices):
-            raise CompareError(f"{name} and {first_name} were scored on different test rows")
+            raise CompareError(f"{name} and {first_name} were scored on different test rows: compare "
+                               "results of one feature file, --test-size and --seed")
         if list(result.label_names) != list(first.label_names):
-            raise CompareError(f"{name} and {first_name} have different classes")
+            raise CompareError(f"{name} and {first_name} have different classes: compare results of "
+                               "one feature file")
 
 
 def significance_of(results: Mapping[str, ModelResult]) -> Significance:
     """The intervals of every model and the paired tests of every pair, on the bootstrap
-    resamples and seed of the first model's run (:func:`paired_significance`)."""
+    resamples and seed of the first model's run (:func:`paired_significance`).
+
+    Examples
+    --------
+    >>> print(significance_of(results).table())  # doctest: +SKIP
+    """
     check_comparable(results)
     first = next(iter(results.values()))
     return paired_significance(
@@ -333,11 +359,18 @@ def side_by_side_table(results: Mapping[str, ModelResult]) -> str:
                      P logreg         P rf     R logreg         R rf    F1 logreg        F1 rf
     bluebell          0.4000       0.3077*     ...
     """
-    from .comparison import side_by_side
-    from .repeats import RepeatedResult, repeated_side_by_side
+    from .comparison import CompareError
 
-    if results and isinstance(next(iter(results.values())), RepeatedResult):
-        return repeated_side_by_side(results)
+    if not results:
+        raise CompareError("no results to put side by side")
+    # Each kind of result lays out its own table (RepeatedResult: mean ± std over the splits).
+    return next(iter(results.values())).side_by_side(results)
+
+
+def model_side_by_side(results: Mapping[str, ModelResult]) -> str:
+    """:func:`side_by_side_table` of one-split results."""
+    from .comparison import side_by_side
+
     check_comparable(results)
     first = next(iter(results.values()))
     table = side_by_side({name: r.report_dict for name, r in results.items()}, first.label_names)

@@ -112,7 +112,15 @@ def resampled_scores(counts: np.ndarray, y: np.ndarray, predicted: np.ndarray,
                      n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy and macro F1 of each resample (a row of ``counts``), macro F1 over the classes
     that resample has among its labels or predictions, as scikit-learn's ``f1_score(...,
-    average="macro", zero_division=0)`` computes it."""
+    average="macro", zero_division=0)`` computes it.
+
+    Examples
+    --------
+    >>> y, predicted = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    >>> accuracy, macro = resampled_scores(np.array([[1.0, 1, 1, 1], [2, 0, 2, 0]]), y, predicted, 2)
+    >>> accuracy.tolist(), np.round(macro, 4).tolist()
+    ([0.75, 1.0], [0.7333, 1.0])
+    """
     correct = (y == predicted).astype(np.float64)
     accuracy = counts @ correct / counts.sum(axis=1)
     true = np.eye(n_classes)[y]
@@ -219,7 +227,8 @@ class Significance:
 
 
 def paired_significance(y: np.ndarray, predictions: Mapping[str, np.ndarray], n_classes: int, *,
-                        resamples: int = RESAMPLES, seed: int = 42) -> Significance:
+                        resamples: int = RESAMPLES, seed: int = 42,
+                        groups: np.ndarray | None = None) -> Significance:
     """Intervals of each model's accuracy and macro F1 and, for every pair, McNemar's exact test
     and the intervals of the differences, all on the same resamples of the test rows.
 
@@ -233,6 +242,9 @@ def paired_significance(y: np.ndarray, predictions: Mapping[str, np.ndarray], n_
         How many classes the labels index.
     resamples, seed : int
         Bootstrap resamples and their seed (the same seed, the same intervals).
+    groups : ndarray, optional
+        The image of each row, where an image has several rows (test sets that overlap): the
+        bootstrap then draws images, each with all its rows.
 
     Examples
     --------
@@ -247,7 +259,12 @@ def paired_significance(y: np.ndarray, predictions: Mapping[str, np.ndarray], n_
     names = list(predictions)
     preds = {name: np.asarray(predictions[name]) for name in names}
     draws: dict[str, tuple[list, list]] = {name: ([], []) for name in names}
-    for counts in resample_counts(len(y), resamples, seed):
+    # With groups, whole images are drawn: each carries every row it has (its appearances in
+    # overlapping test sets), so the intervals do not count one image as several.
+    group_ids = None if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    units = len(y) if group_ids is None else int(group_ids.max()) + 1
+    for drawn in resample_counts(units, resamples, seed):
+        counts = drawn if group_ids is None else drawn[:, group_ids]
         for name in names:
             accuracy, macro = resampled_scores(counts, y, preds[name], n_classes)
             draws[name][0].append(accuracy)

@@ -26,11 +26,19 @@ from .registry import Output, register_output
 THUMBNAIL = 128
 #: How many of the most probable classes a mistake lists.
 TOP = 3
+#: The most suspected label errors a model's gallery shows (the CSV lists them all).
+GALLERY = 100
 
 
 def thumbnail(path: Path) -> str | None:
     """A JPEG data URI of the image at ``path``, at most :data:`THUMBNAIL` pixels a side; None
-    for an image that is not there or cannot be decoded."""
+    for an image that is not there or cannot be decoded.
+
+    Examples
+    --------
+    >>> thumbnail(Path("no/such/image.jpg")) is None
+    True
+    """
     from PIL import Image
 
     try:
@@ -109,7 +117,8 @@ def _thumbnails(runs: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, int], 
 
     keys: dict[str, int] = {}
     for run in runs.values():
-        for path in [*(run.get("test_paths") or []), *(i["path"] for i in run.get("label_issues") or [])]:
+        issues = (run.get("label_issues") or [])[:GALLERY]
+        for path in [*(run.get("test_paths") or []), *(i["path"] for i in issues)]:
             keys.setdefault(path, len(keys))
     first = next(iter(runs.values()))
     root = Path(str(first.get("provenance", {}).get("dataset_root", ".")))
@@ -130,10 +139,12 @@ def report_context(runs: Mapping[str, Mapping[str, Any]], significance: Any) -> 
     for k, (name, run) in enumerate(runs.items()):
         items = _items(run, keys)
         mistakes = sorted((i for i in items if i["true"] != i["pred"]), key=lambda i: -i["confidence"])
-        issues = [dict(issue, thumb=keys.get(issue["path"], -1)) for issue in run.get("label_issues") or []]
+        issues = [dict(issue, thumb=keys.get(issue["path"], -1))
+                  for issue in (run.get("label_issues") or [])[:GALLERY]]
         models.append({"id": f"m{k}", "name": name, "rows": items, "mistakes": mistakes,
                        "confusion": _confusion(run), "issues": issues,
                        "issues_found": run.get("label_issues") is not None,
+                       "issues_total": len(run.get("label_issues") or []),
                        "intervals": significance.intervals[name], "best_params": run.get("best_params"),
                        "settings": json.dumps(run.get("settings"), indent=2, default=str)})
     figure = precision_figure({name: run["report"] for name, run in runs.items()}, labels)
@@ -149,7 +160,13 @@ def report_context(runs: Mapping[str, Mapping[str, Any]], significance: Any) -> 
 
 
 def render_html(context: Mapping[str, Any]) -> str:
-    """The page: ``report.html.j2`` (beside this module) rendered with ``context``."""
+    """The page: ``templates/report.html.j2`` (beside this module) rendered with ``context``
+    (:func:`report_context`).
+
+    Examples
+    --------
+    >>> page = render_html(report_context(runs, significance_of_runs(runs)))  # doctest: +SKIP
+    """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("classify.outputs", "templates"),
@@ -159,7 +176,13 @@ def render_html(context: Mapping[str, Any]) -> str:
 
 def write_report(runs: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Write the HTML report of ``runs`` (``--json`` documents by name, comparable) to
-    ``path``; a failure to write is one line."""
+    ``path``; a failure to write is one line.
+
+    Examples
+    --------
+    >>> write_report(load_runs(["a.json", "b.json"]), "report.html")  # doctest: +SKIP
+    PosixPath('report.html')
+    """
     from ..evaluation.comparison import significance_of_runs
 
     page = render_html(report_context(runs, significance_of_runs(runs)))

@@ -155,10 +155,12 @@ def stored_split(splits: Sequence[str], use_val: bool = False) -> RowSplit:
 
 
 def repeated_splits(labels: np.ndarray, repeats: int, *, test_size: float = 0.25, seed: int = 42,
-                    outer_cv: bool = False, label_names: Sequence[str] | None = None) -> list[RowSplit]:
+                    outer_cv: bool = False, label_names: Sequence[str] | None = None,
+                    allow_trailing_empty: bool = False) -> list[RowSplit]:
     """``repeats`` train / test splits of the rows: stratified splits seeded ``seed``,
     ``seed + 1``, ... (each holding out ``test_size``), or with ``outer_cv`` the folds of one
     stratified, shuffled ``repeats``-fold cross-validation (every row tested once).
+    ``label_names`` and ``allow_trailing_empty`` are :func:`stratified_split`'s.
 
     Examples
     --------
@@ -172,9 +174,11 @@ def repeated_splits(labels: np.ndarray, repeats: int, *, test_size: float = 0.25
     from sklearn.model_selection import StratifiedKFold
 
     if not outer_cv:
-        return [RowSplit(*stratified_split(labels, test_size, seed + k, label_names), source="random")
+        return [RowSplit(*stratified_split(labels, test_size, seed + k, label_names,
+                                           allow_trailing_empty=allow_trailing_empty), source="random")
                 for k in range(repeats)]
-    stratified_split(labels, 0.5, seed, label_names)  # the same one-line refusals of unusable labels
+    # The same one-line refusals of unusable labels as one split's.
+    stratified_split(labels, 0.5, seed, label_names, allow_trailing_empty=allow_trailing_empty)
     classes, counts = np.unique(labels, return_counts=True)
     if counts.min() < repeats:
         raise SplitError(f"class {class_name(int(classes[counts.argmin()]), label_names)} has {counts.min()} "
