@@ -45,6 +45,7 @@ examples:
   python -m classify --features flowers17.hdf5 --model logreg rf xgb --json f17.json
   python -m classify compare f17.logreg.json f17.xgb.json --plots figures/
   python -m classify --features flowers17.hdf5 --model logreg head --html f17.html
+  python -m classify --features f17_mnv2.hdf5 f17_mnv1.hdf5 --json fused.json --save fused.joblib
   python -m classify report f17.logreg.json f17.head.json --html f17.html
   python -m classify --features flowers17.hdf5 --model head logreg --save f17.joblib
   python -m classify --features f17_block15.hdf5 --model finetune --augment --tta --json ft.json
@@ -92,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--features", "-f", required=True, metavar="FILE",
-                   help="feature file written by python -m extract")
+    p.add_argument("--features", "-f", required=True, metavar="FILE", nargs="+",
+                   help="feature file written by python -m extract; several files of the same "
+                        "images are fused: rows joined on image path, each file's block scaled to "
+                        "unit mean row norm (recorded), side by side")
     add_arguments(p)
     return p
 

@@ -12,7 +12,6 @@ import json as jsonlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,8 @@ if TYPE_CHECKING:
 
     from .search.split import RowSplit
 from .evaluation.results import ModelResult
-from .settings import TrainSettings, check_grid_values, parse_grid
+from .fusion import FeatureData
+from .settings import TrainSettings, check_features, check_grid_values, parse_grid
 
 log = logging.getLogger("classify")
 
@@ -33,7 +33,7 @@ IMBALANCE = 3
 
 
 def train_and_evaluate(
-    features: str | os.PathLike,
+    features: str | os.PathLike | Sequence[str | os.PathLike],
     models: str | Sequence[str] = ("logreg",),
     *,
     grid: str | Mapping[str, Any] | None = None,
@@ -71,8 +71,13 @@ def train_and_evaluate(
 
     Parameters
     ----------
-    features : path
-        A feature file written by ``python -m extract``.
+    features : path or sequence of paths
+        A feature file written by ``python -m extract``; or several files of the same images
+        (same paths, labels, classes and stored splits), fused: their rows joined on image path
+        (in the first file's order), each file's block divided by its mean row L2 norm over all
+        its rows (recorded in the provenance, the JSON and the model card, as ``scales``), and
+        concatenated in the order given (:mod:`classify.fusion`). Every model but ``finetune``
+        takes fused rows, and ``predict`` runs each backbone on the images.
     models : str or sequence of str
         Registry names (:data:`classify.CLASSIFIERS`): ``logreg``, ``rf``, ``xgb``, ``head`` (a
         Keras dense head, :class:`classify.classifiers.head.DenseHead`), ``finetune`` (the
@@ -174,6 +179,9 @@ def train_and_evaluate(
         A setting that makes no sense (before anything is read).
     features.FeatureFileError
         A file that cannot be used as a feature file (missing, damaged, unfinished, ...).
+    classify.fusion.FusionError
+        Several files that do not hold the same images, labels, classes or stored splits (the
+        first image that differs named).
     ClassifyError
         Labels that cannot be split or searched (one class, a class too small, named),
         an output that cannot be written, a Ray cluster that cannot be reached.
@@ -190,6 +198,10 @@ def train_and_evaluate(
 
     >>> train_and_evaluate("f17.hdf5", ["logreg", "xgb"], json="f17.json", save="f17.joblib",
     ...                    on_result=lambda r: print(r.report))  # doctest: +SKIP
+
+    Two backbones' features of the same images, fused:
+
+    >>> train_and_evaluate(["f17_mnv2.hdf5", "f17_mnv1.hdf5"])["logreg"].accuracy  # doctest: +SKIP
     """
     names = list(TrainSettings(
         models=models, grid=grid, test_size=test_size, use_val=use_val, resplit=resplit,
@@ -205,8 +217,10 @@ def train_and_evaluate(
     from .search.engines import search_backend
 
     warn_if_bf16_is_slow(precision, log)
-    estimators, grids = make_estimators(names, grid, seed=seed, jobs=jobs, engine=engine, precision=precision)
-    data = read_features(os.fspath(features), allow_partial=allow_partial, mirrors=augment or tta)
+    paths = check_features(features, names)
+    estimators, grids = make_estimators(names, grid, seed=seed, jobs=jobs, engine=engine, precision=precision,
+                                        fused=len(paths) > 1)
+    data = read_features(paths, allow_partial=allow_partial, mirrors=augment or tta)
     for name in names:  # a file a model cannot use is refused in one line before any search
         get_classifier(name).prepare(estimators[name], data.provenance, data.path)
     split = split_rows(data, test_size, seed, allow_partial, use_val=use_val, resplit=resplit)
@@ -300,8 +314,12 @@ def run_repeated(names: Sequence[str], estimators: Mapping[str, Any], grids: Map
 
 
 def make_estimators(names: Sequence[str], grid: str | Mapping[str, Any] | None, *, seed: int, jobs: int,
-                    engine: str, precision: str | None) -> tuple[dict[str, Any], dict[str, dict]]:
-    """Each model's unfitted estimator and grid (``grid`` replacing the default, checked)."""
+                    engine: str, precision: str | None, fused: bool = False
+                    ) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Each model's unfitted estimator and grid (``grid`` replacing the default, checked; for
+    ``fused`` rows a linear model's default ``C`` grid is :func:`~classify.fusion.fused_grid`'s)."""
+    from .fusion import fused_grid
+
     estimators, grids = {}, {}
     for name in names:
         entry = get_classifier(name)
@@ -311,38 +329,20 @@ def make_estimators(names: Sequence[str], grid: str | Mapping[str, Any] | None, 
         estimators[name] = entry.make(seed, inner_jobs)
         if precision is not None and entry.trains_backbone:
             estimators[name].set_params(precision=precision)
-        grids[name] = entry.grid
+        grids[name] = fused_grid(entry.grid, entry.linear_l2) if fused else entry.grid
         if grid is not None:
             grids[name] = parse_grid(grid, set(estimators[name].get_params()))
             check_grid_values(estimators[name], grids[name])
     return estimators, grids
 
 
-@dataclass(frozen=True)
-class FeatureData:
-    """What a run reads of its feature file."""
+def read_features(path: str | Sequence[str], *, allow_partial: bool, mirrors: bool) -> FeatureData:
+    """The features, labels (and with ``mirrors`` the mirrored features) of the file at ``path``;
+    of several files, their rows joined on image path and scaled (:func:`classify.fusion.fuse`)."""
+    from .fusion import read_fused
 
-    path: str
-    X: Any
-    y: Any
-    mirror: Any
-    label_names: list[str]
-    provenance: dict[str, Any]
-    complete: bool
-    splits: list[str] | None = None
-    paths: list[str] | None = None
-
-
-def read_features(path: str, *, allow_partial: bool, mirrors: bool) -> FeatureData:
-    """The features, labels (and with ``mirrors`` the mirrored features) of the file at ``path``."""
-    from features import FeatureFile, schema
-
-    with FeatureFile(path, allow_partial=allow_partial) as ff:
-        X = ff.load_features()
-        mirror = ff.load_mirror_features() if mirrors else None  # one line naming the file and the fix
-        complete = bool(ff.attrs.get(schema.COMPLETE, True)) and ff.n_rows == len(ff.features)
-        return FeatureData(path, X, ff.labels, mirror, ff.label_names, ff.attrs, complete, ff.splits,
-                           ff.paths)
+    return read_fused([path] if isinstance(path, str) else list(path), allow_partial=allow_partial,
+                      mirrors=mirrors)
 
 
 def split_rows(data: FeatureData, test_size: float | None, seed: int, allow_partial: bool, *,

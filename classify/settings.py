@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -116,6 +117,34 @@ def _candidates(value: Any) -> list[Any]:
     if hasattr(value, "tolist") and not isinstance(value, str):  # a NumPy array, as plain values
         value = value.tolist()
     return list(value) if isinstance(value, (list, tuple, range)) else [value]
+
+
+def check_features(features: str | os.PathLike | Sequence[str | os.PathLike],
+                   models: Sequence[str] = ()) -> list[str]:
+    """The feature file paths of a run (one, or several to fuse), as strings; a model that
+    trains backbone layers is refused for several (its layers above the file's belong to one
+    backbone).
+
+    Examples
+    --------
+    >>> check_features("f17.hdf5"), check_features(["a.hdf5", "b.hdf5"])
+    (['f17.hdf5'], ['a.hdf5', 'b.hdf5'])
+    >>> check_features(["a.hdf5", "b.hdf5"], ["finetune"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    classify.errors.SettingsError: finetune trains the top layers of one backbone, ...
+    """
+    paths = [features] if isinstance(features, (str, os.PathLike)) else list(features)
+    if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise SettingsError(f"features (--features) must be one feature file or several to fuse, got "
+                            f"{features!r}")
+    paths = [os.fspath(p) for p in paths]
+    for model in models if len(paths) > 1 else ():
+        if get_classifier(model).trains_backbone:
+            raise SettingsError(f"{model} trains the top layers of one backbone, and fused features "
+                                f"come from {len(paths)}: give it one --features file, or choose "
+                                "another model for the fusion")
+    return paths
 
 
 #: ``class_weight=`` choices: none, or scikit-learn's "balanced".

@@ -21,7 +21,7 @@ see :class:`extract.layouts.DatasetLayout`).
 """
 
 from . import tf_logs  # noqa: F401 - quiets TensorFlow's C++ logs before anything imports it
-from .api import extract_features
+from .api import extract_features, verify_features
 from .backbones import (
     BACKBONES,
     BackboneFamily,
@@ -66,4 +66,5 @@ __all__ = [
     "resolve_dataset",
     "unregister_backbone_family",
     "unregister_layout",
+    "verify_features",
 ]

@@ -42,6 +42,7 @@ examples:
       --layer block_15_add --augment flip   # for classify --model finetune --augment --tta
   python -m extract --dataset photos --backbone my_model.keras --preprocess resnet --layer embed
   python -m extract --list-backbones
+  python -m extract --verify f17.hdf5     # names damaged rows; the same extract command repairs them
   python -m extract --dataset /mnt/shared/photos -o /mnt/shared/photos.hdf5 \\
       --engine ray --ray-address head-node:6379 --workers 4 --cpus-per-worker 14
 
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME|PATH",
                    help="a dataset name in the data folder (e.g. animals, flowers17) or a folder path; "
                         "a manifest file's name or path for a --layout that reads files")
+    p.add_argument("--verify", metavar="FILE",
+                   help="check every row of a feature file against its checksums, print the damaged "
+                        "row ranges (exit 1 if any) and exit; running the extract command that made "
+                        "it again re-extracts them")
+    p.add_argument("--add-checksums", action="store_true",
+                   help="with --verify: rewrite a file written without checksums with them")
     # Choices are kept for --help; the values are checked by ExtractSettings, once.
     add_arguments(p)
     return p
@@ -97,9 +104,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(backbone_table())
         return 0
+    if args.verify is not None or args.add_checksums:
+        return verify_main(parser, args)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("extract: %(message)s"))
     log = logging.getLogger("extract")
+    # Restored when the run ends: main() called in process (a notebook, a test) leaves the
+    # logger as it found it.
+    level, propagate = log.level, log.propagate
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -123,12 +135,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
     summaries = summary.values() if isinstance(summary, dict) else [summary]
     for one in summaries:
         for line in format_skipped(one.skipped):
             print(line, file=sys.stderr)
         print(one.line())
     return 0
+
+
+def verify_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--verify FILE [--add-checksums]``: print the verification's line; exit 1 on damage."""
+    if args.verify is None:
+        parser.error("--add-checksums goes with --verify FILE")
+    from .api import verify_features
+    from .errors import ExtractError
+
+    try:
+        found = verify_features(args.verify, add_checksums=args.add_checksums)
+    except ExtractError as exc:
+        print(f"extract: error: {exc}", file=sys.stderr)
+        return 1
+    print(found.line())
+    return 1 if found.damaged else 0
 
 
 if __name__ == "__main__":

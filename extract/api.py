@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from features.lock import OutputLock, OutputLockedError
 from features.schema import ATTR_DEFAULTS
 
 from .errors import DatasetError, ExtractError, ExtractInterrupted, SettingsError
@@ -87,7 +88,7 @@ def extract_features(
     layers: Sequence[str] | None = None,
     preprocess: str | None = None,
     image_size: int | None = None,
-    interpolation: str = "nearest",
+    interpolation: str | None = None,
     batch_size: int | None = None,
     buffer_size: int = 1000,
     dtype: str = "float32",
@@ -253,8 +254,6 @@ def layer_outputs(output: Path, layers: Sequence[str] | None) -> list[Path]:
 
 def _run(dataset: str, settings: ExtractSettings) -> ExtractSummary | dict[str, ExtractSummary]:
     """:func:`extract_features` once its settings are checked."""
-    from features.lock import OutputLock, OutputLockedError
-
     from .ray_engine import ray_available
     from .sources import dataset_name, registry_exclusions
 
@@ -288,14 +287,7 @@ def _run(dataset: str, settings: ExtractSettings) -> ExtractSummary | dict[str, 
 
     with contextlib.ExitStack() as locks:
         for path in outputs:
-            lock = OutputLock(path)
-            try:
-                lock.acquire()
-            except OutputLockedError as exc:
-                raise ExtractError(str(exc)) from None
-            except OSError as exc:
-                raise ExtractError(f"{path}: cannot create its lock file ({exc})") from None
-            locks.callback(lock.release)
+            locks.callback(locked(path).release)
         try:
             summaries = _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, ray,
                                     settings.buffer_size, settings.verbose)
@@ -363,6 +355,7 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
                 log.info(f"committed {adopted} shards that a killed run had finished")
         found = None
         if path.exists() and not overwrite:
+            _repair(path)
             try:
                 found = FeatureFile(path, allow_partial=True)
             except FeatureFileError as exc:
@@ -420,6 +413,81 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
     # The rows of moved images dropped before the run count among those it removed.
     return [dataclasses.replace(summary, pruned=summary.pruned + n) if n else summary
             for summary, n in zip(summaries, dropped, strict=True)]
+
+
+def _repair(path: Path) -> None:
+    """Drop the damaged rows of ``path`` (an output about to be continued or extended), so that
+    the run extracts their images again; refuse a file whose metadata is damaged."""
+    from features import FeatureFileError
+    from features.checksums import format_ranges
+    from features.writer import repair
+
+    try:
+        found = repair(path)
+    except FeatureFileError as exc:
+        fix = "" if "--overwrite" in str(exc) else "; pass --overwrite to replace it"
+        raise ExtractError(f"{exc}{fix}") from None
+    if found.damaged:
+        log.warning(f"warning: {path}: damaged rows {format_ranges(found.damaged)} dropped, extracting "
+                    "their images again (the intact rows are kept)")
+
+
+def verify_features(path: str | os.PathLike, add_checksums: bool = False):
+    """Check every committed row of the feature file ``path`` (``python -m extract --verify``).
+
+    Parameters
+    ----------
+    path : path
+        The feature file.
+    add_checksums : bool
+        Rewrite a file written without checksums (and without damage found) with them,
+        atomically, under the file's lock.
+
+    Returns
+    -------
+    features.checksums.Verification
+        ``.damaged`` (row ranges, counted from 0), ``.rows``, ``.checksummed``, ``.line()``.
+
+    Raises
+    ------
+    ExtractError
+        The file cannot be read (not a feature file, damaged metadata) or is being written.
+
+    Examples
+    --------
+    >>> from extract import verify_features
+    >>> verify_features("f17.hdf5").line()  # doctest: +SKIP
+    'f17.hdf5: 1360 rows verified, no damage'
+    """
+    from features import FeatureFileError
+    from features.checksums import verify_file
+    from features.writer import rewrite_file
+
+    lock = locked(path)
+    try:
+        found = verify_file(path)
+        if add_checksums and not found.checksummed and not found.damaged:
+            rewrite_file(path)
+            found = verify_file(path)
+    except FeatureFileError as exc:
+        raise ExtractError(str(exc)) from None
+    except OSError as exc:
+        raise ExtractError(f"{path}: cannot write ({exc}); the file is unchanged") from None
+    finally:
+        lock.release()
+    return found
+
+
+def locked(path: str | os.PathLike) -> OutputLock:
+    """``path``'s output lock, acquired; one line if another run holds it or it cannot be made."""
+    lock = OutputLock(path)
+    try:
+        lock.acquire()
+    except OutputLockedError as exc:
+        raise ExtractError(str(exc)) from None
+    except OSError as exc:
+        raise ExtractError(f"{path}: cannot create its lock file ({exc})") from None
+    return lock
 
 
 def _re_split(path: Path, listing, found, plan, prune: bool, ray_engine: bool):

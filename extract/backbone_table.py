@@ -1,8 +1,10 @@
-"""The table ``python -m extract --list-backbones`` prints, made from the registry."""
+"""The tables ``python -m extract --list-backbones`` prints, made from the registry: the
+``keras.applications`` models, then (after a blank line) the keras_hub presets it knows."""
 
 from __future__ import annotations
 
 from .backbones import BACKBONES, _keras_cache
+from .backbones.keras_hub import HUB_PRESETS
 
 
 def _millions(count: int) -> str:
@@ -37,6 +39,35 @@ def backbone_table() -> str:
             b.feature_layer, _millions(b.params), _share(b.top1), _share(b.top5),
             " + ".join(c for c in cached if c) or "no",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _aligned(rows) + "\n\n" + hub_table()
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
+
+
+def hub_table() -> str:
+    """The keras_hub presets the ``keras-hub`` family lists (any other preset, handle or local
+    preset directory works too): ``--backbone``, architecture, input side (``preset``: its
+    image converter says), feature length with ``--pooling cls`` or ``mean`` (the token width)
+    and ``cls+mean`` (SigLIP has no class token), CLIP's
+    projected embedding, and linear-probe accuracies (Caltech-101 / Flowers-102 / Pets)
+    published by the model's authors, not measured here.
+
+    Examples
+    --------
+    >>> print(hub_table().splitlines()[0])  # doctest: +NORMALIZE_WHITESPACE
+    keras_hub backbone  architecture  input  width  cls+mean  projection
+    published linear probe (C101/F102/Pets)
+    """
+    rows = [("keras_hub backbone", "architecture", "input", "width", "cls+mean", "projection",
+             "published linear probe (C101/F102/Pets)")]
+    for p in HUB_PRESETS:
+        probe = "/".join(f"{p.published[k]:.1f}" for k in ("caltech101", "flowers102", "pets")
+                         if p.published) or "-"
+        rows.append((f"keras_hub:{p.name}", p.architecture, str(p.input_size or "preset"),
+                     str(p.width), "-" if p.architecture == "SigLIP" else str(2 * p.width),
+                     str(p.projection or "-"), probe))
+    return _aligned(rows)

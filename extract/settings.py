@@ -20,7 +20,13 @@ from typing import Any
 
 from features.schema import AUGMENTS, FEATURE_DTYPES
 
-from .backbones import PRECISIONS, PREPROCESS_MODULES, all_poolings, check_backbone_settings
+from .backbones import (
+    PRECISIONS,
+    PREPROCESS_MODULES,
+    all_poolings,
+    check_backbone_settings,
+    default_interpolation,
+)
 from .decoding import DECODERS, default_decoder
 from .errors import SettingsError
 from .images import DEFAULT_MAX_PIXELS, INTERPOLATIONS
@@ -93,8 +99,9 @@ class ExtractSettings:
         "output HDF5 file (default: <dataset>.hdf5 in the current directory)", "--output", "-o",
         metavar="FILE"))
     backbone: str = field(default="vgg16", metadata=option(
-        "one of the 40 keras.applications models (--list-backbones; default: vgg16), a saved Keras "
-        "model file with --preprocess, or a name that a registered backbone family claims",
+        "one of the 40 keras.applications models (--list-backbones; default: vgg16), a keras_hub "
+        "preset as keras_hub:PRESET (a name, handle or local preset directory; docs/keras-hub.md), a "
+        "saved Keras model file with --preprocess, or a name that a registered backbone family claims",
         metavar="NAME|PATH.keras"))
     layers: tuple[str, ...] | None = field(default=None, metadata=option(
         "take features from these layers, by name (default: the last convolutional map, e.g. VGG16's "
@@ -109,11 +116,13 @@ class ExtractSettings:
     pooling: str = field(default="flatten", metadata=option(
         "how the last conv map becomes a vector: flatten (7x7x512 = 25088 for VGG16, the published "
         "recipe), or global avg / max; a layer of tokens (transformers) also takes cls, its first "
-        "token (default: flatten)", choices=all_poolings))
+        "token, mean, the mean of its patch tokens, and cls+mean, both (default: flatten)",
+        choices=all_poolings))
     image_size: int | None = field(default=None, metadata=option(
         "resize images to N x N (default: the backbone's, 224)", metavar="N", text=whole))
-    interpolation: str = field(default="nearest", metadata=option(
-        "resize filter, as keras.utils.load_img names it (default: nearest, Keras' default)",
+    interpolation: str | None = field(default=None, metadata=option(
+        "resize filter, as keras.utils.load_img names it (default: the backbone's: nearest, Keras' "
+        "default, for the keras.applications CNNs; a keras_hub preset's image converter's, bilinear)",
         choices=sorted(INTERPOLATIONS)))
     batch_size: int | None = field(default=None, metadata=option(
         "images per backbone call (default: 32 on a CPU, 128 on a GPU)", metavar="N", text=whole))
@@ -181,6 +190,8 @@ class ExtractSettings:
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
         object.__setattr__(self, "layers", _layer_names(self.layers))
         _check_counts_and_model(self)
+        if self.interpolation is None:  # the backbone is known to be good by now
+            object.__setattr__(self, "interpolation", default_interpolation(self.backbone, self.weights))
         _check_choices(self)
 
     def keywords(self) -> dict[str, Any]:

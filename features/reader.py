@@ -9,11 +9,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import schema
-
-
-class FeatureFileError(ValueError):
-    """A file that cannot be used as a feature file; the message names the file and the fault."""
+from . import checksums, schema
+from .checksums import metadata_damage, open_readable
+from .errors import FeatureFileError
 
 
 def decode_strings(values: Any) -> list[str]:
@@ -54,34 +52,22 @@ class FeatureFile:
     has_mirrors : bool
         The file holds ``mirror_features`` (extracted with ``--augment flip``).
     attrs : dict
-        Provenance attributes as plain Python values.
+        Provenance attributes as plain Python values (``checksums`` says whether the file has
+        them; the digest of the attributes themselves is left out).
     """
 
     def __init__(self, path: str | os.PathLike, *, allow_partial: bool = False) -> None:
         self.path = Path(path)
-        name = str(self.path)
-        if not self.path.is_file():
-            raise FeatureFileError(f"{name}: no such file")
-        try:
-            is_hdf5 = h5py.is_hdf5(self.path)
-        except OSError as exc:
-            raise FeatureFileError(f"{name}: cannot be read ({exc})") from None
-        if not is_hdf5:
-            raise FeatureFileError(f"{name}: not an HDF5 file, so not a feature file")
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise FeatureFileError(
-                f"{name}: HDF5 file cannot be opened, it may be truncated or corrupt ({exc})"
-            ) from None
+        self._file = open_readable(self.path)
         try:
             self._validate(allow_partial)
         except FeatureFileError:
             self._file.close()
             raise
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except checksums.H5_ERRORS as exc:
+            error = self._damaged(exc)
             self._file.close()
-            raise FeatureFileError(f"{name}: damaged feature file ({exc})") from None
+            raise error from None
 
     def _validate(self, allow_partial: bool) -> None:
         f, name = self._file, str(self.path)
@@ -91,7 +77,9 @@ class FeatureFile:
                 f"{name}: not a feature file, missing {', '.join(missing)} "
                 f"(a feature file has {', '.join(schema.REQUIRED)})"
             )
-        self.attrs: dict[str, Any] = {k: plain_attr(v) for k, v in f.attrs.items()}
+        # Less the digest of the others, which differs wherever a time stamp does.
+        self.attrs: dict[str, Any] = {k: plain_attr(v) for k, v in f.attrs.items()
+                                      if k != checksums.METADATA_ATTR}
         features, labels = f[schema.FEATURES], f[schema.LABELS]
         if features.ndim != 2:
             raise FeatureFileError(f"{name}: features must be 2-D (rows, dim), found shape {features.shape}")
@@ -118,15 +106,12 @@ class FeatureFile:
         self.dim = int(features.shape[1])
         self.dtype = str(features.dtype)
         self.label_names = decode_strings(f[schema.LABEL_NAMES][()])
-        self.labels = labels[: self.n_rows].astype(np.int32)
-        if self.n_rows and (self.labels.min() < 0 or self.labels.max() >= len(self.label_names)):
-            raise FeatureFileError(
-                f"{name}: labels must be indices into the {len(self.label_names)} label_names"
-            )
-        self.paths = decode_strings(f[schema.PATHS][: self.n_rows]) if schema.PATHS in f else None
-        if self.paths is not None and len(self.paths) != self.n_rows:
-            raise FeatureFileError(f"{name}: {len(f[schema.PATHS])} paths for {n} rows")
-        self.splits = self._read_splits(n)
+        try:
+            self._read_rows(n)
+        except FeatureFileError:
+            raise
+        except checksums.H5_ERRORS as exc:
+            raise self._damaged(exc) from None
         self.has_mirrors = schema.MIRROR_FEATURES in f
         augment = self.attrs.get("augment", schema.ATTR_DEFAULTS["augment"])
         if self.has_mirrors != (augment == "flip"):
@@ -140,6 +125,26 @@ class FeatureFile:
         self.skipped = (
             [tuple(decode_strings(row)) for row in f[schema.SKIPPED][()]] if schema.SKIPPED in f else []
         )
+        # Last, so that a file that is no feature file at all is named as such first.
+        checksums.check_metadata(f, name)
+        string_damage = self._string_damage()
+        if string_damage:
+            raise FeatureFileError(checksums.damage_message(name, string_damage, self.n_rows))
+        if not checksums.has_checksums(f):
+            checksums.warn_unverified(name)
+
+    def _read_rows(self, n: int) -> None:
+        """Read and check the committed rows' labels, paths and splits."""
+        f, name = self._file, str(self.path)
+        self.labels = f[schema.LABELS][: self.n_rows].astype(np.int32)
+        if self.n_rows and (self.labels.min() < 0 or self.labels.max() >= len(self.label_names)):
+            raise FeatureFileError(
+                f"{name}: labels must be indices into the {len(self.label_names)} label_names"
+            )
+        self.paths = decode_strings(f[schema.PATHS][: self.n_rows]) if schema.PATHS in f else None
+        if self.paths is not None and len(self.paths) != self.n_rows:
+            raise FeatureFileError(f"{name}: {len(f[schema.PATHS])} paths for {n} rows")
+        self.splits = self._read_splits(n)
 
     def _read_splits(self, n: int) -> list[str] | None:
         """The committed rows' splits, checked: one per row of the file's ``n``, each a split name."""
@@ -158,6 +163,42 @@ class FeatureFile:
                 "extract it again with --overwrite"
             )
         return splits
+
+    def _string_damage(self) -> list[tuple[int, int]]:
+        """Committed rows whose ``paths`` or ``splits`` do not match their block digests."""
+        bad = []
+        for source, offset, rows in checksums.row_sources(self._file, self.path):
+            rows = min(rows, self.n_rows - offset)
+            if rows <= 0:
+                break
+            names = (schema.PATHS, schema.SPLITS)
+            if source == self.path:  # the finished file itself: already open
+                found = [r for key in names if key in self._file
+                         for r in checksums.bad_string_blocks(self._file[key], rows)]
+            else:
+                found = checksums.source_damage(source, rows, names)
+            bad += [(offset + a, offset + b) for a, b in found]
+        return checksums.merge_ranges(bad)
+
+    def _damaged(self, exc: BaseException) -> FeatureFileError:
+        """The error of a read that failed, as ``extract --verify`` would name it: damaged
+        metadata (the file must be extracted again), else the damaged rows when a
+        chunk-by-chunk check names them (the extract command re-extracts them)."""
+        name = str(self.path)
+        try:
+            checksums.check_metadata(self._file, name)
+            sources = checksums.row_sources(self._file, self.path)
+        except FeatureFileError as error:
+            return error
+        except checksums.H5_ERRORS:
+            return FeatureFileError(metadata_damage(name, exc))
+        n = getattr(self, "n_rows", sum(rows for _, _, rows in sources))
+        found = [(offset + a, offset + b) for source, offset, rows in sources
+                 for a, b in checksums.source_damage(source, rows)]
+        found = [(a, min(b, n)) for a, b in checksums.merge_ranges(found) if a < n]
+        if found:
+            return FeatureFileError(checksums.damage_message(name, found, n))
+        return FeatureFileError(metadata_damage(name, exc))
 
     def _check_parts(self, name: str) -> None:
         """An unfinished file (or a Ray engine's unmerged one) reads its rows from part files;
@@ -211,8 +252,12 @@ class FeatureFile:
     def _load(self, key: str, dtype: str) -> np.ndarray:
         if self.n_rows == 0:
             return np.empty((0, self.dim), dtype=dtype)
-        # astype converts in HDF5 while reading, without a second full-size copy.
-        return self._file[key].astype(dtype)[: self.n_rows]
+        # astype converts in HDF5 while reading, without a second full-size copy. HDF5 checks
+        # each chunk's Fletcher-32 as it reads it (through an index's virtual datasets too).
+        try:
+            return self._file[key].astype(dtype)[: self.n_rows]
+        except checksums.H5_ERRORS as exc:
+            raise self._damaged(exc) from None
 
     def close(self) -> None:
         self._file.close()

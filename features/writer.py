@@ -35,7 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import schema
+from . import checksums, schema
 from .reader import decode_strings
 
 _STR = h5py.string_dtype("utf-8")
@@ -106,8 +106,9 @@ def _publish(tmp: Path, path: Path) -> None:
 def _atomic_small_h5(path: Path) -> Iterator[h5py.File]:
     """Build an HDF5 file in memory, then write it to ``path`` atomically."""
     image = io.BytesIO()
-    with h5py.File(image, "w") as f:
+    with h5py.File(image, "w", libver=checksums.LIBVER) as f:
         yield f
+        checksums.seal(f)  # last: the digest covers every attribute written before
     tmp = _tmp_name(path)
     try:
         with open(tmp, "wb") as out:
@@ -119,13 +120,16 @@ def _atomic_small_h5(path: Path) -> Iterator[h5py.File]:
 
 
 @contextmanager
-def _atomic_large_h5(path: Path, nbytes: int) -> Iterator[h5py.File]:
-    """Write an HDF5 file of at most ``nbytes`` under a temporary name, then rename it."""
+def _atomic_large_h5(path: Path, nbytes: int, cache: int = 1 << 20) -> Iterator[h5py.File]:
+    """Write an HDF5 file of at most ``nbytes`` under a temporary name, then rename it;
+    ``cache`` bytes of chunk cache keep a chunk written in several pieces until it is whole
+    (its Fletcher-32 then computed once)."""
     tmp = _tmp_name(path)
     try:
         _reserve(tmp, nbytes)
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", libver=checksums.LIBVER, rdcc_nbytes=cache) as f:
             yield f
+            checksums.seal(f)
         _publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -186,20 +190,27 @@ def write_part_file(
     if mirror is not None:
         arrays.append((schema.MIRROR_FEATURES, mirror))
     columns = 1 if splits is None else 2
-    nbytes = _size_bound(n, dim * len(arrays), dtype, strings, string_columns=columns)
-    with _atomic_large_h5(path, nbytes) as f:
+    feature_chunk = min(chunk_rows(dim, dtype), max(n, 1))
+    # Chunks are allocated whole: round the rows up to them (labels' chunk is never larger).
+    nbytes = _size_bound(-(-n // feature_chunk) * feature_chunk, dim * len(arrays), dtype, strings,
+                         string_columns=columns)
+    # Chunked with Fletcher-32 like the finished file: HDF5 checks each chunk on every read,
+    # through the index's virtual datasets too (see features.checksums).
+    with _atomic_large_h5(path, nbytes, cache=4 * feature_chunk * dim * np.dtype(dtype).itemsize) as f:
         for name, blocks in arrays:
-            feats = f.create_dataset(name, shape=(n, dim), dtype=dtype)
+            feats = f.create_dataset(name, shape=(n, dim), maxshape=(None, dim), dtype=dtype,
+                                     chunks=(feature_chunk, dim), fletcher32=True)
             start = 0
             for block in blocks:
                 feats[start : start + len(block)] = block
                 start += len(block)
             if start != n:
                 raise ValueError(f"{name}: {start} rows for {n} images")
-        f.create_dataset(schema.LABELS, data=np.asarray(labels, dtype=schema.LABEL_DTYPE).reshape(n))
-        f.create_dataset(schema.PATHS, data=np.array(list(paths), dtype=object), dtype=_STR)
+        f.create_dataset(schema.LABELS, data=np.asarray(labels, dtype=schema.LABEL_DTYPE).reshape(n),
+                         maxshape=(None,), chunks=(min(_ROW_CHUNK, max(n, 1)),), fletcher32=True)
+        checksums.write_strings(f, schema.PATHS, list(paths))
         if splits is not None:
-            f.create_dataset(schema.SPLITS, data=np.array(splits, dtype=object).reshape(n), dtype=_STR)
+            checksums.write_strings(f, schema.SPLITS, splits)
         if skipped is not None:
             f.create_dataset(
                 schema.SKIPPED, data=np.array(list(skipped), dtype=object).reshape(-1, 2), dtype=_STR
@@ -262,6 +273,18 @@ def remove_stale(output: str | os.PathLike, keep_shards: bool = False) -> None:
                 child.unlink(missing_ok=True)
     if not used:
         shutil.rmtree(parts, ignore_errors=True)
+
+
+def _runs(keep: np.ndarray) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` runs of True in ``keep``.
+
+    Examples
+    --------
+    >>> _runs(np.array([True, True, False, True]))
+    [(0, 2), (3, 4)]
+    """
+    edges = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
 class FeatureWriter:
@@ -641,42 +664,60 @@ class FeatureWriter:
 
     # -- finishing ---------------------------------------------------------------------
 
-    def finish(self, drop: Collection[str] = (), merge: bool = True) -> int:
+    def finish(self, drop: Collection[str] = (), merge: bool = True,
+               drop_rows: Sequence[tuple[int, int]] = (), complete: bool = True) -> int:
         """Commit the buffer and write the finished file.
 
         With ``merge`` (the default) the finished file is self-contained: the parts are copied
         into it and removed. Without it, the finished file stays an index of virtual datasets
         over the parts (no copy: what the Ray engine publishes unless asked to merge); it must
         then stay beside its ``.parts`` folder. ``drop`` names paths whose rows (and skipped
-        entries) are left out: images that are no longer in the dataset; dropping rows always
-        merges. Returns how many rows and skipped entries were dropped.
+        entries) are left out: images that are no longer in the dataset; ``drop_rows`` gives
+        row ranges ``(start, stop)`` left out by position (damaged rows, whose paths may not be
+        readable); dropping rows always merges. ``complete=False`` writes a self-contained
+        file that a later run still continues (the repair of an unfinished file). Returns how
+        many rows and skipped entries were dropped.
         """
         if self._closed:
             return 0
         self.flush()
         drop = set(drop)
         removed = 0
-        if not merge and not drop and self._base is None:
+        if not merge and not drop and not drop_rows and self._base is None:
             self._write_index(complete=True)
-        elif self._changed or drop or self._segments or self._movable:
-            removed = self._consolidate(drop)
+        elif self._changed or drop or drop_rows or self._segments or self._movable:
+            removed = self._consolidate(drop, drop_rows, complete)
         self._closed = True
         return removed
 
-    def _consolidate(self, drop: set[str]) -> int:
+    def _kept_rows(self, sources: list[tuple[Path, int]], drop: set[str],
+                   drop_rows: Sequence[tuple[int, int]]) -> tuple[list[np.ndarray], list[str]]:
+        """For each source, which rows stay (not in ``drop_rows``, path not in ``drop``), and
+        the kept paths. Only the kept rows' paths are read: a dropped row's may be damaged."""
+        keeps, kept_paths, offset = [], [], 0
+        for src, rows in sources:
+            keep = np.ones(rows, dtype=bool)
+            for a, b in drop_rows:
+                keep[max(a - offset, 0) : max(min(b - offset, rows), 0)] = False
+            with h5py.File(src, "r") as f:
+                for a, b in _runs(keep):
+                    paths = decode_strings(f[schema.PATHS][a:b])
+                    keep[a:b] = [p not in drop for p in paths]
+                    kept_paths.extend(p for p in paths if p not in drop)
+            keeps.append(keep)
+            offset += rows
+        return keeps, kept_paths
+
+    def _consolidate(self, drop: set[str], drop_rows: Sequence[tuple[int, int]] = (),
+                     complete: bool = True) -> int:
         self._settle_movable()
         if self._base is not None:  # a finished file that only gains skipped entries or loses rows
             sources = [(self.path, self._base["rows"])]
         else:
             sources = [(self.path.parent / s["file"], s["rows"]) for s in self._segments]
-        keeps = []
-        strings = [*self.label_names, *(text for entry in self._skipped for text in entry)]
-        for src, rows in sources:
-            with h5py.File(src, "r") as f:
-                paths = decode_strings(f[schema.PATHS][:rows])
-            keeps.append(np.array([p not in drop for p in paths], dtype=bool))
-            strings.extend(p for p in paths if p not in drop)
-        total = int(sum(k.sum() for k in keeps))
+        keeps, kept_paths = self._kept_rows(sources, drop, drop_rows)
+        strings = [*self.label_names, *(text for entry in self._skipped for text in entry), *kept_paths]
+        total = len(kept_paths)
         if self.splits:  # no split name is longer than the longest: no need to read them
             strings.extend([max(schema.SPLIT_NAMES, key=len)] * total)
         n_features = 2 if self.mirrors else 1
@@ -688,7 +729,7 @@ class FeatureWriter:
             skipped = [s for s in self._skipped if s[0] not in drop]
             self._write_common(out, skipped)
             out.attrs[schema.ROWS_COMMITTED] = total
-            out.attrs[schema.COMPLETE] = True
+            out.attrs[schema.COMPLETE] = complete
         removed = sum(len(k) - int(k.sum()) for k in keeps) + len(self._skipped) - len(skipped)
         self._skipped = skipped
         self.rows_written = total
@@ -698,7 +739,8 @@ class FeatureWriter:
         return removed
 
     def _finished_datasets(self, out: h5py.File, total: int) -> dict[str, h5py.Dataset]:
-        """Create the per-row datasets of a finished file of ``total`` rows, by name."""
+        """Create the per-row datasets of a finished file of ``total`` rows, by name: the
+        numeric ones with Fletcher-32, the strings' digests written by :meth:`_copy_kept_rows`."""
         feature_chunks = (min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim)
         specs = [(schema.FEATURES, (self.dim,), self.dtype, feature_chunks)]
         if self.mirrors:
@@ -709,7 +751,7 @@ class FeatureWriter:
             specs.append((schema.SPLITS, (), _STR, (_ROW_CHUNK,)))
         return {
             name: out.create_dataset(name, shape=(total, *tail), maxshape=(None, *tail), dtype=dtype,
-                                     chunks=chunks)
+                                     chunks=chunks, fletcher32=dtype is not _STR)
             for name, tail, dtype, chunks in specs
         }
 
@@ -717,20 +759,24 @@ class FeatureWriter:
         self, sources: list[tuple[Path, int]], keeps: list[np.ndarray], columns: dict[str, h5py.Dataset]
     ) -> None:
         """Copy the rows of ``sources`` that ``keeps`` keeps into ``columns``, in order, block by
-        block of whole chunks (bounded memory)."""
+        block of whole chunks (bounded memory), reading only kept rows; then record the string
+        columns' digests of what was written."""
         block = chunk_rows(self.dim, self.dtype) * 16
+        strings = {name: [] for name, ds in columns.items() if ds.dtype == _STR}
         at = 0
         for (src, rows), keep in zip(sources, keeps, strict=True):
             with h5py.File(src, "r") as f:
                 for start in range(0, rows, block):
                     stop = min(start + block, rows)
-                    k = keep[start:stop]
-                    m = int(k.sum())
-                    if not m:
-                        continue
-                    for name, ds in columns.items():
-                        ds[at : at + m] = f[name][start:stop][k]
-                    at += m
+                    for a, b in _runs(keep[start:stop]):
+                        for name, ds in columns.items():
+                            values = f[name][start + a : start + b]
+                            ds[at : at + b - a] = values
+                            if name in strings:
+                                strings[name].extend(values)
+                        at += b - a
+        for name, values in strings.items():
+            columns[name].attrs[checksums.DIGEST_ATTR] = checksums.string_digests(values)
 
     def close(self, complete: bool = True) -> None:
         """Commit what is buffered; with ``complete``, also write the finished file."""
@@ -755,3 +801,53 @@ class FeatureWriter:
             self.close(complete=False)
         except Exception:
             self._closed = True
+
+
+def rewrite_file(path: str | os.PathLike, drop_rows: Sequence[tuple[int, int]] = ()) -> int:
+    """Rewrite the feature file ``path`` as one self-contained file with checksums, atomically
+    (the writer's own machinery), leaving out the rows ``drop_rows`` (``(start, stop)``,
+    counted from 0: damaged rows). An unfinished file stays unfinished, so that the same
+    extract command continues it. Returns how many rows were dropped.
+
+    Call it only while holding the file's lock (:class:`features.lock.OutputLock`).
+
+    Examples
+    --------
+    >>> rewrite_file("old.hdf5")  # an old file gains its checksums  # doctest: +SKIP
+    0
+    """
+    internal = {schema.ROWS_COMMITTED, schema.COMPLETE, schema.SEGMENTS, checksums.CHECKSUMS_ATTR,
+                checksums.METADATA_ATTR}
+    with h5py.File(path, "r") as f:
+        features = f[schema.FEATURES]
+        dim, dtype = int(features.shape[1]), str(features.dtype)
+        names = decode_strings(f[schema.LABEL_NAMES][()])
+        attrs = {k: v for k, v in f.attrs.items() if k not in internal}
+        mirrors, splits = schema.MIRROR_FEATURES in f, schema.SPLITS in f
+        complete = bool(f.attrs.get(schema.COMPLETE, True))
+    writer = FeatureWriter(path, dim=dim, label_names=names, attrs=attrs, dtype=dtype, resume=True,
+                           mirrors=mirrors, splits=splits)
+    writer._changed = True  # rewritten even when nothing else changes: to add the checksums
+    return writer.finish(drop_rows=drop_rows, complete=complete)
+
+
+def repair(path: str | os.PathLike) -> checksums.Verification:
+    """Verify ``path`` and, where rows are damaged, rewrite it without them (atomically), so
+    that the same extract command extracts those images again. Returns what was found.
+
+    Call it only while holding the file's lock (:class:`features.lock.OutputLock`).
+
+    Raises
+    ------
+    FeatureFileError
+        When the file's metadata is damaged: it cannot be repaired, only extracted again.
+
+    Examples
+    --------
+    >>> repair("f17.hdf5").damaged  # doctest: +SKIP
+    [(256, 512)]
+    """
+    found = checksums.verify_file(path)
+    if found.damaged:
+        rewrite_file(path, found.damaged)
+    return found

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FEATUREBANK_SHARED", REPO.parent / "shared"))
 FLOWERS17 = SHARED / "datasets" / "flowers17"
 MOBILENETV2_NOTOP = SHARED / "models" / "mobilenetv2_1.0_224_imagenet_notop.weights.h5"
+MOBILENET_NOTOP = SHARED / "models" / "mobilenet_1.0_224_imagenet_notop.weights.h5"
 
 
 def _need(path: Path) -> Path:
@@ -29,7 +30,8 @@ def _need(path: Path) -> Path:
 
 
 #: Fixtures that read ../shared: a test that uses one (through any fixture) needs_shared.
-SHARED_FIXTURES = frozenset({"flowers17", "mobilenetv2_notop", "mobilenetv2_top", "pandas"})
+SHARED_FIXTURES = frozenset({"flowers17", "mobilenetv2_notop", "mobilenetv2_top", "pandas",
+                             "mobilenet_notop"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -48,6 +50,12 @@ def flowers17() -> Path:
 @pytest.fixture(scope="session")
 def mobilenetv2_notop() -> Path:
     return _need(MOBILENETV2_NOTOP)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_notop() -> Path:
+    """MobileNet v1's ImageNet weights without the top (../shared/models)."""
+    return _need(MOBILENET_NOTOP)
 
 
 def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,

@@ -18,8 +18,8 @@ from extract.ray_engine import DEFAULT_SHARD_SIZE
 from extract.settings import RAY_GROUP, ExtractSettings, keywords_of, option_table
 
 NOT_SETTINGS = {"dataset"}  # what the run reads, given positionally
-#: The command line's own options, not keywords: an action, and the dataset.
-NOT_KEYWORDS = {"help", "list_backbones", "dataset"}
+#: The command line's own options, not keywords: the actions, and the dataset.
+NOT_KEYWORDS = {"help", "list_backbones", "verify", "add_checksums", "dataset"}
 
 BUILT_IN_LAYOUTS = ["class-per-folder", "split-folders", "manifest"]
 

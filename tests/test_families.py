@@ -44,6 +44,17 @@ def _saved_model(tmp_path: Path) -> Path:
     return path
 
 
+def _hub_preset(tmp_path: Path) -> Path:
+    """A tiny ViT with random weights and its image converter, as a local keras_hub preset."""
+    from keras_hub import layers, models
+
+    preset = tmp_path / "vit"
+    models.ViTBackbone(image_shape=(16, 16, 3), patch_size=8, num_layers=1, num_heads=1, hidden_dim=8,
+                       mlp_dim=8).save_to_preset(preset)
+    layers.ViTImageConverter(image_size=(16, 16), scale=1 / 127.5, offset=-1.0).save_to_preset(preset)
+    return preset
+
+
 #: A cheap request of each built-in family, made from a temporary folder: a family added to the
 #: package needs one here (test_every_registered_family_has_an_example).
 EXAMPLES: dict[str, Callable[[Path], BackboneRequest]] = {
@@ -51,13 +62,14 @@ EXAMPLES: dict[str, Callable[[Path], BackboneRequest]] = {
     "hed": lambda tmp: BackboneRequest("vgg16", "hed-bsds500", "max", 32),
     "saved-model": lambda tmp: BackboneRequest(str(_saved_model(tmp)), None, "avg", layers=("conv",),
                                                preprocess="resnet"),
+    "keras-hub": lambda tmp: BackboneRequest(f"keras_hub:{_hub_preset(tmp)}", "preset", "cls+mean"),
 }
 BUILT_IN = sorted(FAMILIES)
 
 
 def test_every_registered_family_has_an_example():
     assert set(FAMILIES) <= set(EXAMPLES), "give each built-in family a cheap request in EXAMPLES"
-    assert BUILT_IN == ["hed", "keras-applications", "saved-model"]
+    assert BUILT_IN == ["hed", "keras-applications", "keras-hub", "saved-model"]
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
@@ -190,7 +202,7 @@ def test_base_family_defaults():
         name = "tokens"
         outputs = ("tokens",)
 
-    assert Tokens().poolings == ("flatten", "avg", "max", "cls")
+    assert Tokens().poolings == ("flatten", "avg", "max", "cls", "mean", "cls+mean")
     assert poolings_of(["maps"]) == ("flatten", "avg", "max")
     with pytest.raises(SettingsError, match="is for a saved model"):
         Tokens().check_settings(BackboneRequest("t", None, "cls", preprocess="resnet"))
@@ -206,7 +218,7 @@ def _token_model():
     return keras.Model(inputs, vector)
 
 
-@pytest.mark.parametrize("pooling", ["flatten", "avg", "max", "cls"])
+@pytest.mark.parametrize("pooling", ["flatten", "avg", "max", "cls", "mean", "cls+mean"])
 def test_tokens_are_pooled_by_their_rank(pooling):
     import keras
 
@@ -214,7 +226,8 @@ def test_tokens_are_pooled_by_their_rank(pooling):
     x = np.random.default_rng(1).normal(size=(3, 8, 8, 3)).astype(np.float32)
     tokens = np.asarray(keras.Model(model.input, model.get_layer("tokens").output).predict_on_batch(x))
     expected = {"flatten": tokens.reshape(3, -1), "avg": tokens.mean(axis=1), "max": tokens.max(axis=1),
-                "cls": tokens[:, 0]}[pooling]
+                "cls": tokens[:, 0], "mean": tokens[:, 1:].mean(axis=1),  # one class token by default
+                "cls+mean": np.concatenate([tokens[:, 0], tokens[:, 1:].mean(axis=1)], axis=1)}[pooling]
     features = feature_model(model, ["tokens", "vector"], pooling)
     got, vector = (np.asarray(out).reshape(3, -1) for out in features.predict_on_batch(x))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)

@@ -233,8 +233,10 @@ def test_list_backbones_prints_the_registry(tmp_path):
     (cache / BACKBONES["resnet50"].imagenet_file).write_bytes(b"x")
     result = run_module("extract", "--list-backbones", env={"KERAS_HOME": str(tmp_path / "keras")})
     assert result.returncode == 0
-    lines = result.stdout.splitlines()
+    applications, hub = result.stdout.split("\n\n")  # the keras.applications table, then keras_hub's
+    lines = applications.splitlines()
     assert len(lines) == 41 and lines[0].split()[0] == "backbone"
+    assert "keras_hub:dinov2_large" in hub
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == set(BACKBONES)
     assert "25,088" in rows["vgg16"] and "0.713" in rows["vgg16"] and rows["vgg16"].endswith("no")

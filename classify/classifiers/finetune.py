@@ -119,6 +119,12 @@ from its maps: extract them with --layer LAYER --pooling flatten (this file: blo
     from ..inference.rebuild import extraction_backbone
 
     name, layer = ext.get("backbone"), ext.get("layer")
+    try:  # a family whose stored layers fine-tuning cannot start from says why, in one line
+        refusal = getattr(attrs_family(ext), "finetune_refusal", None)
+    except (ExtractError, KeyError):
+        refusal = None  # a family that is not registered here, or no backbone: refused below
+    if refusal:
+        raise ClassifyError(f"{source}: {refusal}")
     if ext.get("pooling") != "flatten":
         raise ClassifyError(f"{source}: fine-tuning trains the layers above the stored one, from its "
                             f"maps: extract them with --layer LAYER --pooling flatten (this file: "

@@ -48,9 +48,12 @@ class ModelResult:
     y_test : ndarray of int
         Their true labels.
     features_path : str
-        The feature file.
+        The feature file; fused files' paths joined by ``" + "``.
     provenance : dict
-        Its attributes (how the features were made).
+        Its attributes (how the features were made); for fused files
+        (:func:`classify.fusion.fused_provenance`) each file's attributes (``fused``), path
+        (``features``), width (``dims``) and the factor its block was multiplied by
+        (``scales``).
     settings : dict
         The run's settings, as the ``--json`` document records them.
     test_paths : list of str, optional
@@ -197,6 +200,7 @@ class ModelResult:
 
         from features import FeatureFile
 
+        from ..fusion import is_fused, read_fused
         from .label_issues import out_of_fold_probabilities, rank_label_issues
 
         if self.train_indices is None:
@@ -205,8 +209,12 @@ class ModelResult:
         if not hasattr(self.estimator, "predict_proba"):
             raise ClassifyError(f"{self.name} has no predict_proba, which label issues rank")
         train = np.asarray(self.train_indices)
-        with FeatureFile(self.features_path, allow_partial=True) as ff:
-            X, y, paths = ff.load_features()[train], ff.labels[train], ff.paths
+        if is_fused(self.provenance):  # the rows joined and scaled again, as the run read them
+            data = read_fused(self.provenance["features"], allow_partial=True, mirrors=False)
+            X, y, paths = data.X[train], data.y[train], data.paths
+        else:
+            with FeatureFile(self.features_path, allow_partial=True) as ff:
+                X, y, paths = ff.load_features()[train], ff.labels[train], ff.paths
         weight = self.settings.get("class_weight")
         proba, classes = out_of_fold_probabilities(
             self.estimator, X, y, folds=int(self.settings.get("folds", 3)),
@@ -237,10 +245,12 @@ class ModelResult:
         >>> fig = results["logreg"].plot_confusion()  # doctest: +SKIP
         >>> fig.savefig("confusion.png")  # doctest: +SKIP
         """
+        from ..fusion import features_name
         from ..outputs.plots import confusion_figure
 
         if title is None:
-            title = f"{self.name} on {Path(self.features_path).name}, normalised by true class"
+            named = features_name(self.features_path, self.provenance)
+            title = f"{self.name} on {named}, normalised by true class"
         return confusion_figure(self.y_test, self.test_predictions, self.label_names, title, ax=ax)
 
     def to_json(self, path: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -11,6 +11,12 @@ imported featurebank. Its class names, and how it was made, are in the same file
 ``featurebank.json`` member of the ``.keras`` zip, see :func:`read_metadata`).
 
 Random forests and boosted trees have no Keras layer and are refused.
+
+A model trained on fused files (:mod:`classify.fusion`) is exported as one model too: the
+images go through each part's preprocessing and backbone, each part's features are multiplied
+by its recorded scale (a ``Rescaling`` layer: the same float32 multiply) and concatenated in
+order, then the classifier. Its backbones must take one input size (one input); else it is
+refused.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 
 from ..classifiers import CLASSIFIERS
 from ..errors import ClassifyError, SettingsError, first_line
+from ..outputs.card import card_parts
 
 #: The member of the ``.keras`` zip that records the class names and the model's making.
 METADATA_MEMBER = "featurebank.json"
@@ -97,7 +104,7 @@ def preprocess_mode(module: str | None) -> str:
     return MODULE_PREPROCESS_MODES[module]
 
 
-def preprocess_layers(mode: str) -> list[Any]:
+def preprocess_layers(mode: str, prefix: str = "") -> list[Any]:
     """``preprocess_input``'s mode ``mode`` as frozen Keras layers, from RGB in [0, 255] (any
     dtype) to the backbone's input; none for ``none``.
 
@@ -105,6 +112,8 @@ def preprocess_layers(mode: str) -> list[Any]:
     swap is a ``Dense(3)`` on the channel axis whose kernel is the permutation: no Keras
     layer reorders channels, and a kernel of ones and zeros moves each value exactly (on a
     GPU's TF32 matmuls too, for inputs that are whole numbers up to 255).
+
+    ``prefix`` starts the layers' names (a fused model's parts each have their own).
 
     Examples
     --------
@@ -118,7 +127,7 @@ def preprocess_layers(mode: str) -> list[Any]:
     order, scale, offset = PREPROCESS_MODES[mode]
     layers = []
     if order != (0, 1, 2):
-        swap = keras.layers.Dense(3, use_bias=False, name="preprocess_rgb_to_bgr", trainable=False,
+        swap = keras.layers.Dense(3, use_bias=False, name=f"{prefix}preprocess_rgb_to_bgr", trainable=False,
                                   dtype="float32")
         swap.build((None, None, None, 3))
         swap.set_weights([np.eye(3, dtype=np.float32)[:, list(order)]])
@@ -126,7 +135,7 @@ def preprocess_layers(mode: str) -> list[Any]:
     same = len(set(scale)) == 1 and len(set(offset)) == 1
     layers.append(keras.layers.Rescaling(
         scale[0] if same else list(scale), offset[0] if same else list(offset),
-        name=f"preprocess_{mode}", dtype="float32",
+        name=f"{prefix}preprocess_{mode}", dtype="float32",
     ))
     return layers
 
@@ -151,42 +160,92 @@ def exported_model(model_path: str | os.PathLike, *, weights: str | os.PathLike 
         what = f"{model} ({entry.kind})" if entry is not None else f"{model!r}"
         raise ExportError(f"{model_path}: a model of kind {what} has no Keras layers to export; "
                           f"export works for {exportable}")
-    estimator, card, loaded = load_model(model_path, weights)  # starts Keras quietly
+    estimator, card, backbones = load_model(model_path, weights)  # starts Keras quietly
     import keras
 
-    ext = card["extraction"]
+    parts = card_parts(card)
     classes = [card["classes"][int(label)] for label in estimator.classes_]
-    size = loaded.image_size
-
+    size = check_fusable(backbones, model_path)
     images = keras.Input((size, size, 3), name="images")
-    x = images
-    mode = loaded.backbone.preprocess_mode
-    for layer in preprocess_layers(mode):
-        x = layer(x)
-    features = loaded.model(x)
-    if (ext.get("dtype") or "float32") == "float16":
-        # The classifier was trained on features stored as float16: round them as storing did.
-        features = keras.layers.Activation("linear", dtype="float16", name="stored_as_float16")(features)
+    if len(parts) == 1:
+        features = part_features(images, backbones[0], parts[0][0])
+    else:  # each part scaled as training scaled it (one float32 multiply), joined in order
+        blocks = [keras.layers.Rescaling(scale, name=f"fusion_scale_{i}", dtype="float32")(
+                  part_features(images, loaded, ext, prefix=f"part{i}_", flat=True))
+                  for i, (loaded, (ext, scale)) in enumerate(zip(backbones, parts, strict=True))]
+        features = keras.layers.Concatenate(name="fusion_concat", dtype="float32")(blocks)
     probabilities = entry.exported_probabilities(estimator, features)
     probabilities = keras.layers.Activation("linear", name="probabilities", dtype="float32")(probabilities)
-    network = keras.Model(images, probabilities, name=f"featurebank_{ext['backbone']}_{model}")
+    name = "_".join(ext["backbone"] for ext, _ in parts)
+    network = keras.Model(images, probabilities, name=f"featurebank_{name}_{model}")
     network.trainable = False
+    return network, export_metadata(card, backbones, classes, size, model_path)
+
+
+def export_metadata(card: dict[str, Any], backbones: list[Any], classes: list[str], size: int,
+                    model_path: str | os.PathLike) -> dict[str, Any]:
+    """What the exported file records besides the model (:func:`read_metadata`); a fused model's
+    backbone, layer, pooling and preprocessing are its parts' joined by ``" + "``, and
+    ``fusion`` lists each part's, with its scale."""
+    parts = card_parts(card)
+
+    def described(loaded: Any, ext: dict[str, Any]) -> dict[str, Any]:
+        return {"backbone": ext["backbone"], "layer": loaded.layer, "pooling": ext["pooling"],
+                "preprocessing": loaded.backbone.preprocess_mode,
+                # Where files were on this machine means nothing where the model is deployed.
+                "extraction": {**ext, "weights_path": ext.get("weights_path")
+                               and Path(ext["weights_path"]).name}}
+
+    each = [described(loaded, ext) for loaded, (ext, _) in zip(backbones, parts, strict=True)]
+    resize = list(dict.fromkeys(ext.get("interpolation") or "nearest" for ext, _ in parts))
     metadata = {
         "classes": classes,
-        "model": model,
+        "model": card.get("model"),
         "input": {"shape": [size, size, 3], "channels": "RGB", "range": [0, 255],
-                  "dtype": "uint8 or float32", "resize": ext.get("interpolation") or "nearest"},
-        "backbone": ext["backbone"],
-        "layer": loaded.layer,
-        "pooling": ext["pooling"],
-        "preprocessing": mode,
-        # Where files were on this machine means nothing where the model is deployed.
-        "extraction": {**ext, "weights_path": ext.get("weights_path") and Path(ext["weights_path"]).name},
+                  "dtype": "uint8 or float32", "resize": " + ".join(resize)},
+        **{key: " + ".join(str(part[key]) for part in each)
+           for key in ("backbone", "layer", "pooling", "preprocessing")},
+        "extraction": each[0]["extraction"] if len(each) == 1 else None,
         "best_params": card.get("best_params"),
         "test_accuracy": card.get("test_accuracy"),
         "source": Path(model_path).name,
     }
-    return network, metadata
+    if len(parts) > 1:
+        metadata["fusion"] = [{**part, "scale": scale} for part, (_, scale) in zip(each, parts, strict=True)]
+    return metadata
+
+
+def check_fusable(backbones: list[Any], model_path: str | os.PathLike) -> int:
+    """The one input size of the backbones; a fused model whose backbones take different sizes
+    is refused in one line."""
+    sizes = sorted({loaded.image_size for loaded in backbones})
+    if len(sizes) > 1:
+        raise ExportError(f"{model_path}: its fused backbones take images of {', '.join(map(str, sizes))} "
+                          "pixels, and an exported model has one input; use classify predict, which "
+                          "resizes for each, or fuse files extracted at one --image-size")
+    return sizes[0]
+
+
+def part_features(images: Any, loaded: Any, ext: dict[str, Any], prefix: str = "", flat: bool = False) -> Any:
+    """One backbone's features of ``images`` as the classifier saw them: preprocessing layers,
+    the backbone, its storage rounding (float16), and with ``flat`` maps flattened to rows."""
+    import keras
+
+    x = images
+    for layer in preprocess_layers(loaded.backbone.preprocess_mode, prefix):
+        x = layer(x)
+    network = loaded.model
+    if prefix:  # each part under a name of its own: a layer's name is unique in a Keras model
+        outputs = network.outputs[0] if len(network.outputs) == 1 else network.outputs
+        network = keras.Model(network.inputs, outputs, name=f"{prefix}backbone")
+    features = network(x)
+    if (ext.get("dtype") or "float32") == "float16":
+        # The classifier was trained on features stored as float16: round them as storing did.
+        features = keras.layers.Activation("linear", dtype="float16", name=f"{prefix}stored_as_float16")(
+            features)
+    if flat and len(features.shape) > 2:  # a fused row holds each part's maps flattened
+        features = keras.layers.Flatten(name=f"{prefix}flatten", dtype="float32")(features)
+    return features
 
 
 def export_model(model_path: str | os.PathLike, output: str | os.PathLike, *,

@@ -3,7 +3,9 @@
 Features are extracted exactly as for the training file (backbone, weights, layer, pooling,
 image size, interpolation, preprocessing and precision come from the model card saved beside
 the model), so the classifier sees what it was trained on. A weights file whose SHA-256 differs
-from the one recorded is refused.
+from the one recorded is refused. A model trained on fused files (:mod:`classify.fusion`) runs
+each part's backbone on the images, multiplies each part's features by its recorded scale and
+joins them in the recorded order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..errors import PredictError, check_count, first_line
-from ..outputs.card import card_path
+from ..outputs.card import card_parts, card_path
 from .rebuild import extraction_backbone
 
 
@@ -194,19 +196,39 @@ def read_card(model_path: str | os.PathLike) -> dict[str, Any]:
     card_file = card_path(model_path)
     try:
         card = json.loads(card_file.read_text())
-        ext = card["extraction"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        parts = card_parts(card)
+        backbones = [ext.get("backbone") for ext, _ in parts]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
         raise PredictError(
             f"{model_path}: no model card {card_file.name} beside it; save the model again "
             "with python -m classify --save"
         ) from None
-    if not ext.get("backbone"):
+    if not all(backbones):
         raise PredictError(f"{model_path}: trained on features without extraction settings")
     return card
 
 
-def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None) -> tuple[Any, dict, Any]:
-    """The estimator, its card, and the backbone its features need (loaded).
+def load_backbones(card: dict[str, Any], model_path: str | os.PathLike,
+                   weights: str | os.PathLike | None) -> list[Any]:
+    """The backbone of each part of the card's features (:func:`~classify.outputs.card.card_parts`:
+    one, or a fused model's), loaded as :func:`extraction_backbone` loads one.
+
+    A fused model finds each weights file where its extraction read it: one ``weights`` cannot
+    say which backbone it replaces, so it is refused.
+    """
+    parts = card_parts(card)
+    if weights is not None and len(parts) > 1:
+        raise PredictError(f"{model_path}: a fused model finds each of its {len(parts)} backbones' "
+                           "weights where extraction read them, and one --weights cannot say whose; "
+                           "leave it out (put the weights files back where the features recorded them)")
+    # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
+    return [extraction_backbone(ext, model_path, weights) for ext, _ in parts]
+
+
+def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None
+               ) -> tuple[Any, dict, list[Any]]:
+    """The estimator, its card, and the backbones its features need (loaded; one, or one per
+    part of a fused model, in the order of the row's blocks).
 
     ``weights`` None finds named weights (``imagenet``, ``hed-bsds500``) by name, and a weights
     file where the feature file recorded it (``weights_path``) if it is unchanged there.
@@ -221,41 +243,65 @@ def load_model(model_path: str | os.PathLike, weights: str | os.PathLike | None)
         hint = f" (a head is saved as {keras_file.name}, which is there)" if keras_file.is_file() else ""
         raise PredictError(f"{model_path}: no such model file{hint}")
     card = read_card(model_path)
-    ext = card["extraction"]
     try:
         estimator = load_estimator(model_path, card)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise PredictError(f"{model_path}: cannot load the model ({first_line(exc)})") from None
-    # At the layer the model was trained on (fc2, block4_pool, ... as the file recorded).
-    loaded = extraction_backbone(ext, model_path, weights)
-    return estimator, card, loaded
+    return estimator, card, load_backbones(card, model_path, weights)
+
+
+def stored_rows(features: np.ndarray, ext: dict[str, Any], scale: float | None) -> np.ndarray:
+    """A backbone's features as the classifier saw them in training: rounded to the file's
+    storage type, read back as float32, and (a fused part) times its recorded scale, the one
+    float32 multiply :func:`classify.fusion.scaled` made."""
+    from ..fusion import scaled
+
+    rows = features.astype(ext.get("dtype") or "float32").astype(np.float32)
+    return rows if scale is None else scaled(rows, scale)
+
+
+def embedded_batches(card: dict[str, Any], backbones: Sequence[Any], listing: Any, batch_size: int
+                     ) -> Iterator[tuple[Any, np.ndarray | None]]:
+    """Each batch of ``listing``'s images (decoded at the first backbone's size) with the rows the
+    classifier takes for its decoded images: each backbone's features of the images decoded at
+    its own size and interpolation, as stored, scaled, side by side (None: none decoded)."""
+    from extract.decoding import decoded_batches
+
+    parts = card_parts(card)
+    # One decoding per distinct size and resampling: parts that share them share the pixels.
+    keys = [(loaded.image_size, ext.get("interpolation") or "nearest")
+            for loaded, (ext, _) in zip(backbones, parts, strict=True)]
+    distinct = list(dict.fromkeys(keys))
+    streams = [decoded_batches(listing, range(len(listing.paths)), batch_size, size, interpolation)
+               for size, interpolation in distinct]
+    for batches in zip(*streams, strict=True):
+        batch = batches[0]
+        if not batch.decoded:
+            yield batch, None
+            continue
+        blocks = [stored_rows(loaded.embed(batches[distinct.index(key)].images), ext, scale)
+                  for loaded, (ext, scale), key in zip(backbones, parts, keys, strict=True)]
+        yield batch, blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
 
 def _predictions(
-    estimator: Any, card: dict, loaded: Any, found: list[tuple[str, str | None, str | None]], *,
+    estimator: Any, card: dict, loaded: Sequence[Any], found: list[tuple[str, str | None, str | None]], *,
     batch_size: int, top: int, progress: bool,
 ) -> Iterator[Prediction]:
     from tqdm.auto import tqdm
 
-    from extract.decoding import decoded_batches
     from extract.sources import ImageListing
 
-    ext = card["extraction"]
     names = card["classes"]
     files = [file for file, _, _ in found]
     listing = ImageListing(Path(""), list(names), files, np.zeros(len(files), dtype=np.int32))
-    stored = ext.get("dtype") or "float32"
     with tqdm(total=len(files), unit="img", desc="predict", file=sys.stderr, disable=not progress) as bar:
-        for batch in decoded_batches(listing, range(len(files)), batch_size, loaded.image_size,
-                                     ext.get("interpolation") or "nearest"):
+        for batch, feats in embedded_batches(card, loaded, listing, batch_size):
             done: dict[int, Prediction] = {
                 i: Prediction(files[i], None, None, [], reason, found[i][2], found[i][1])
                 for i, reason in batch.failed
             }
-            if batch.decoded:
-                feats = loaded.embed(batch.images)
-                # The classifier was trained on features as stored in the file.
-                feats = feats.astype(stored).astype(np.float32)
+            if feats is not None:
                 proba = estimator.predict_proba(feats)
                 # Column k is the label classes_[k]: the labels the model saw, which are not
                 # all of the card's classes when the last ones had no rows yet.

@@ -203,7 +203,10 @@ class Plots(Output):
         return plot_folder(destination)
 
     def write(self, result: Any, destination: Path, several: bool) -> Path:
-        title = f"{result.name} on {Path(result.features_path).name}, normalised by true class"
+        from ..fusion import features_name
+
+        named = features_name(result.features_path, result.provenance)
+        title = f"{result.name} on {named}, normalised by true class"
         return confusion_png(result.y_test, result.test_predictions, result.label_names,
                              destination / f"confusion_{result.name}.png", title=title)
 

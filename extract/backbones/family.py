@@ -205,6 +205,11 @@ class BaseBackboneFamily:
     #: Whether ``--preprocess`` means something to this family.
     takes_preprocess = False
 
+    def default_interpolation(self, backbone: str, weights: str | None) -> str:
+        """The resize filter images get when ``--interpolation`` names none: ``nearest``, as
+        ``keras.utils.load_img`` (the published recipe) resizes."""
+        return "nearest"
+
     def claims(self, backbone: str, weights: str | None) -> bool:
         raise NotImplementedError
 

@@ -14,11 +14,13 @@ from ..errors import SettingsError
 from .loaded import PRECISIONS
 
 #: The poolings of each kind of layer output. ``flatten`` keeps every value (rows are the
-#: output reshaped); ``avg`` and ``max`` pool over the positions (maps) or the tokens; ``cls``
-#: takes the first token, a transformer's class token.
+#: output reshaped); ``avg`` and ``max`` pool over the positions (maps) or all the tokens;
+#: ``cls`` takes the first token, a transformer's class token; ``mean`` averages the patch
+#: tokens only (after the class and register tokens, which a family counts: one by default);
+#: ``cls+mean`` is both, concatenated (DINOv2's linear-probe features).
 POOLINGS_BY_OUTPUT: dict[str, tuple[str, ...]] = {
     "maps": ("flatten", "avg", "max"),
-    "tokens": ("flatten", "avg", "max", "cls"),
+    "tokens": ("flatten", "avg", "max", "cls", "mean", "cls+mean"),
 }
 
 #: The rank (batch axis included) of each kind of output.
@@ -36,14 +38,16 @@ def poolings_of(outputs: Sequence[str]) -> tuple[str, ...]:
     Examples
     --------
     >>> poolings_of(["maps", "tokens"])
-    ('flatten', 'avg', 'max', 'cls')
+    ('flatten', 'avg', 'max', 'cls', 'mean', 'cls+mean')
     """
     return tuple(dict.fromkeys(p for kind in outputs for p in POOLINGS_BY_OUTPUT[kind]))
 
 
-def pooled(out: Any, pooling: str, layer: str) -> Any:
+def pooled(out: Any, pooling: str, layer: str, prefix_tokens: int = 1) -> Any:
     """The symbolic output ``out`` of ``layer`` pooled as ``pooling`` says, by its rank: maps and
     token sequences are pooled, vectors (``fc2``, ``predictions``) are taken as they are.
+    ``prefix_tokens``: how many tokens come before the patch tokens (a class token, registers),
+    which ``mean`` leaves out.
 
     Raises :class:`SettingsError` for a pooling that does not apply to the layer's output.
 
@@ -52,6 +56,8 @@ def pooled(out: Any, pooling: str, layer: str) -> Any:
     >>> import keras
     >>> pooled(keras.Input((197, 768)), "cls", "encoder").shape
     (None, 768)
+    >>> pooled(keras.Input((197, 768)), "cls+mean", "encoder").shape
+    (None, 1536)
     """
     import keras
 
@@ -71,11 +77,25 @@ def pooled(out: Any, pooling: str, layer: str) -> Any:
         return out  # rows are the output reshaped (Running.rows)
     if pooling == "cls":
         return out[:, 0, :]
+    if pooling in ("mean", "cls+mean"):
+        return _patch_mean(out, pooling, prefix_tokens)
     pools = {
         "maps": {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D},
         "tokens": {"avg": keras.layers.GlobalAveragePooling1D, "max": keras.layers.GlobalMaxPooling1D},
     }
     return pools[kind][pooling](name=f"featurebank_{pooling}_{layer}")(out)
+
+
+def _patch_mean(out: Any, pooling: str, prefix_tokens: int) -> Any:
+    """``mean`` (of the patch tokens) or ``cls+mean`` of token sequences ``out``."""
+    import keras
+
+    # Summed in float32 whatever the compute precision: a bf16 sum of hundreds of tokens
+    # would lose about log2(tokens) of its 8 bits.
+    mean = keras.ops.mean(keras.ops.cast(out[:, prefix_tokens:, :], "float32"), axis=1)
+    if pooling == "mean":
+        return mean
+    return keras.ops.concatenate([keras.ops.cast(out[:, 0, :], "float32"), mean], axis=-1)
 
 
 def _layer_output(model: Any, name: str) -> Any:

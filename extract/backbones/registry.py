@@ -127,7 +127,7 @@ def all_poolings() -> tuple[str, ...]:
     Examples
     --------
     >>> all_poolings()
-    ('flatten', 'avg', 'max', 'cls')
+    ('flatten', 'avg', 'max', 'cls', 'mean', 'cls+mean')
     """
     return poolings_of([kind for family in FAMILIES.values() for kind in family.outputs])
 
@@ -206,6 +206,20 @@ def check_backbone_settings(
     """
     family, asked = _family_and_request(name, weights, pooling, image_size, precision, layers, preprocess)
     family.check_settings(asked)
+
+
+def default_interpolation(name: str, weights: str | None) -> str:
+    """The resize filter of a run that names no ``--interpolation``, as the family that claims
+    the backbone says (``nearest`` for a family that says nothing).
+
+    Examples
+    --------
+    >>> default_interpolation("vgg16", "imagenet"), default_interpolation("keras_hub:dinov2_base", None)
+    ('nearest', 'bilinear')
+    """
+    family = family_for(name, weights)
+    method = getattr(family, "default_interpolation", None)  # optional for families of one's own
+    return method(name, weights) if method is not None else "nearest"
 
 
 def needs_top(name: str, layers: Sequence[str] | None, weights: str | None = "imagenet") -> bool:

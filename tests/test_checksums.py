@@ -1,0 +1,195 @@
+"""Checksums of feature files: written in every part and finished file, checked on every read,
+naming the damaged rows, and dropped rows re-extracted (the whole commands: test_fuzz.py)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from features import FeatureFile, FeatureFileError, FeatureWriter, UnverifiedFileWarning, schema, verify_file
+from features.checksums import DIGEST_ATTR, DIGEST_ROWS, has_checksums
+from features.writer import chunk_rows, parts_dir, repair, rewrite_file
+
+DIM = 3000  # 87 float32 rows a chunk: a few hundred rows span several chunks
+ROWS = 600
+
+
+def rows(n: int = ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, DIM)).astype(np.float32), rng.integers(0, 2, n).astype(np.int32),
+            [f"c/{i:04d}.jpg" for i in range(n)])
+
+
+def write(path: Path, n: int = ROWS, finish: bool = True, buffer_size: int = 200) -> tuple:
+    X, y, paths = rows(n)
+    w = FeatureWriter(path, dim=DIM, label_names=["a", "b"], attrs={"backbone": "x"},
+                      buffer_size=buffer_size, splits=True)
+    splits = ["train", "test"] * (n // 2)
+    for start in range(0, n, buffer_size):  # one part file per buffer
+        stop = start + buffer_size
+        w.add(X[start:stop], y[start:stop], paths[start:stop], splits=splits[start:stop])
+    w.close(complete=finish)
+    return X, y, paths
+
+
+def flip(path: Path, offset: int, bit: int = 3) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ (1 << bit)]))
+
+
+def chunk_offset(path: Path, name: str, index: int) -> int:
+    with h5py.File(path, "r") as f:
+        return f[name].id.get_chunk_info(index).byte_offset
+
+
+def test_every_row_dataset_carries_a_checksum(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write(path, finish=False)
+    parts = sorted(parts_dir(path).iterdir())
+    write(tmp_path / "g.hdf5")
+    for file in [*parts, tmp_path / "g.hdf5"]:
+        with h5py.File(file, "r") as f:
+            assert f[schema.FEATURES].fletcher32 and f[schema.LABELS].fletcher32
+            for name in (schema.PATHS, schema.SPLITS):
+                n_blocks = -(-len(f[name]) // DIGEST_ROWS)
+                assert f[name].attrs[DIGEST_ATTR].shape == (n_blocks, 32)
+            assert has_checksums(f)
+    with h5py.File(path, "r") as f:  # the index: virtual datasets, its metadata sealed
+        assert f[schema.FEATURES].is_virtual and has_checksums(f)
+
+
+def test_a_damaged_chunk_names_its_rows_in_a_finished_file(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, _, paths = write(path)
+    per_chunk = chunk_rows(DIM, "float32")
+    flip(path, chunk_offset(path, schema.FEATURES, 2) + 1000)
+    damaged = [(2 * per_chunk, 3 * per_chunk)]
+    assert verify_file(path).damaged == damaged
+    with FeatureFile(path) as ff, pytest.raises(FeatureFileError) as err:
+        ff.load_features()  # HDF5's Fletcher-32 refuses the chunk as it reads it
+    assert str(err.value) == (f"{path}: damaged rows {2 * per_chunk}-{3 * per_chunk - 1} ({per_chunk} of "
+                              f"{ROWS}, counted from 0: unreadable, or their checksums do not match); run "
+                              "the same extract command again to re-extract them (the intact rows are kept)")
+    assert repair(path).damaged == damaged
+    with FeatureFile(path) as ff:  # every intact row kept, in order
+        keep = np.r_[0 : 2 * per_chunk, 3 * per_chunk : ROWS]
+        assert ff.paths == [paths[i] for i in keep]
+        assert np.array_equal(ff.load_features(), X[keep])
+    assert verify_file(path).damaged == []
+
+
+def test_a_damaged_part_is_found_through_the_index(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write(path, finish=False)
+    second = sorted(parts_dir(path).iterdir())[1]  # rows 200-399
+    flip(second, chunk_offset(second, schema.FEATURES, 0) + 10)
+    with h5py.File(path, "r") as f, pytest.raises(OSError):
+        f[schema.FEATURES][200:210]  # a read through the virtual dataset checks the source chunk
+    per_chunk = chunk_rows(DIM, "float32")
+    assert verify_file(path).damaged == [(200, 200 + per_chunk)]
+    with FeatureFile(path, allow_partial=True) as ff:
+        with pytest.raises(FeatureFileError, match="damaged rows 200-"):
+            ff.load_features()
+    repair(path)
+    with FeatureFile(path, allow_partial=True) as ff:  # still unfinished: the run continues it
+        assert ff.n_rows == ROWS - per_chunk and ff.attrs["complete"] is False
+
+
+def test_damaged_path_text_is_caught_by_its_digest(tmp_path):
+    path = tmp_path / "f.hdf5"
+    _, _, paths = write(path)
+    raw = path.read_bytes()
+    at = raw.index(paths[300].encode())  # the text itself, in HDF5's global heap
+    flip(path, at + 2, bit=0)  # "c/0300.jpg" -> "c/1300.jpg": still valid text
+    block = 300 // DIGEST_ROWS * DIGEST_ROWS
+    assert verify_file(path).damaged == [(block, block + DIGEST_ROWS)]
+    with pytest.raises(FeatureFileError, match=f"damaged rows {block}-{block + DIGEST_ROWS - 1} "):
+        FeatureFile(path)
+
+
+def test_damaged_label_names_are_metadata_damage(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write(path)
+    with h5py.File(path, "r+") as f:  # as a flipped bit in the heap would read
+        f[schema.LABEL_NAMES][0] = "z"
+    for check in (lambda: FeatureFile(path), lambda: verify_file(path)):
+        with pytest.raises(FeatureFileError, match="do not match their checksum; delete it"):
+            check()
+
+
+def old_file(path: Path) -> np.ndarray:
+    """A file as featurebank wrote it before checksums: contiguous, unfiltered, no digests."""
+    X, y, paths = rows(50)
+    with h5py.File(path, "w") as f:
+        f[schema.FEATURES], f[schema.LABELS] = X, y
+        f[schema.LABEL_NAMES] = np.array(["a", "b"], dtype=object).astype(h5py.string_dtype())
+        f[schema.PATHS] = np.array(paths, dtype=object).astype(h5py.string_dtype())
+        f.attrs.update({schema.ROWS_COMMITTED: 50, schema.COMPLETE: True, "backbone": "x"})
+    return X
+
+
+def test_an_old_file_is_read_with_one_warning_and_gains_checksums(tmp_path):
+    path = tmp_path / "old.hdf5"
+    X = old_file(path)
+    with pytest.warns(UnverifiedFileWarning, match="without checksums") as caught, FeatureFile(path) as ff:
+        assert np.array_equal(ff.load_features(), X)
+    assert len(caught) == 1
+    found = verify_file(path)
+    assert not found.checksummed and not found.damaged and "not verified" in found.line()
+    rewrite_file(path)  # what extract --verify --add-checksums does
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnverifiedFileWarning)
+        with FeatureFile(path) as ff:
+            assert np.array_equal(ff.load_features(), X) and ff.attrs["backbone"] == "x"
+    assert verify_file(path).checksummed
+
+
+def test_the_next_extend_of_an_old_file_adds_checksums(tmp_path):
+    path = tmp_path / "old.hdf5"
+    X = old_file(path)
+    extra, _, _ = rows(5, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnverifiedFileWarning)
+        with FeatureWriter(path, dim=DIM, label_names=["a", "b"], attrs={}, resume=True) as w:
+            w.add(extra, [0] * 5, [f"new/{i}" for i in range(5)])
+    found = verify_file(path)
+    assert found.checksummed and found.rows == 55 and not found.damaged
+    with FeatureFile(path) as ff:
+        assert np.array_equal(ff.load_features(), np.vstack([X, extra]))
+
+
+@pytest.mark.parametrize("cut", [100, 5000, -3000])
+def test_a_truncated_file_is_one_line_with_the_fix(tmp_path, cut):
+    path = tmp_path / "f.hdf5"
+    write(path, n=100)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:cut])
+    with pytest.raises(FeatureFileError) as err:
+        with FeatureFile(path) as ff:
+            ff.load_features()
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "extract" in message  # the fix
+
+
+def test_extract_verify_names_damage_and_adds_checksums(tmp_path, capsys):
+    from extract.__main__ import main
+
+    old = tmp_path / "old.hdf5"
+    old_file(old)
+    assert main(["--verify", str(old)]) == 0
+    assert "written without checksums, so not verified" in capsys.readouterr().out
+    assert main(["--verify", str(old), "--add-checksums"]) == 0
+    assert capsys.readouterr().out == f"{old}: 50 rows verified, no damage\n"
+    damaged = tmp_path / "f.hdf5"
+    write(damaged)
+    flip(damaged, chunk_offset(damaged, schema.LABELS, 0) + 4)  # the labels' only chunk
+    assert main(["--verify", str(damaged)]) == 1
+    assert capsys.readouterr().out.startswith(f"{damaged}: damaged rows 0-{ROWS - 1} ")
