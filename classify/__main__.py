@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--features", "-f", required=True, metavar="FILE", nargs="+",
+    # extend: -f a.hdf5 -f b.hdf5 fuses both, as --features a.hdf5 b.hdf5 does.
+    p.add_argument("--features", "-f", required=True, metavar="FILE", nargs="+", action="extend",
                    help="feature file written by python -m extract; several files of the same "
                         "images are fused: rows joined on image path, each file's block scaled to "
                         "unit mean row norm (recorded), side by side")

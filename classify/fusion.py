@@ -120,6 +120,23 @@ def block_scale(X: np.ndarray) -> float:
     return float(np.float32(1.0 / mean)) if mean > 0 else 1.0
 
 
+def check_same_scales(now: Sequence[float], recorded: Sequence[float], features: str) -> None:
+    """Refuse (one line) fused files whose scales, computed again, are not the ones a run
+    recorded: the files changed since the run, and its rows cannot be read again as it read
+    them. A scale is rounded to float32, so rows summed in another order may move it by one
+    float32 step at most.
+
+    Examples
+    --------
+    >>> check_same_scales([0.5, 0.25], [0.5, 0.25], "a.hdf5 + b.hdf5")
+    """
+    step = float(np.finfo(np.float32).eps)
+    if len(now) != len(recorded) or not np.allclose(now, recorded, rtol=step, atol=0.0):
+        raise FusionError(f"{features}: the files changed since the run (their scales are now "
+                          f"{', '.join(f'{s:.6g}' for s in now)}, the run recorded "
+                          f"{', '.join(f'{float(s):.6g}' for s in recorded)}); train again on them")
+
+
 def scaled(X: np.ndarray, scale: float) -> np.ndarray:
     """``X`` (float32 rows) times ``scale``: one float32 multiply per value, as training,
     ``predict`` and the tests compute it."""

@@ -17,7 +17,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from features.lock import OutputLock, OutputLockedError
 from features.schema import ATTR_DEFAULTS
@@ -27,6 +27,9 @@ from .listing import check_split_classes, split_counts
 from .pipeline import ExtractSummary
 from .ray_engine import DEFAULT_SHARD_SIZE
 from .settings import ExtractSettings
+
+if TYPE_CHECKING:
+    from features.checksums import Verification
 
 log = logging.getLogger("extract")
 
@@ -84,7 +87,7 @@ def extract_features(
     output: str | os.PathLike | None = None,
     backbone: str = "vgg16",
     weights: str = "imagenet",
-    pooling: str = "flatten",
+    pooling: str | None = None,
     layers: Sequence[str] | None = None,
     preprocess: str | None = None,
     image_size: int | None = None,
@@ -348,14 +351,12 @@ def _run_locked(listing, name, outputs, overwrite, ray_engine, model, options, r
     layers = model["layers"] or [None]
     plans, existing, dropped = [], [], []
     for path, layer in zip(outputs, layers, strict=True):
-        remove_stale(path, keep_shards=ray_engine and not overwrite)
-        if ray_engine and not overwrite and path.exists():
-            adopted = adopt_unpublished(path, listing)
-            if adopted:
-                log.info(f"committed {adopted} shards that a killed run had finished")
+        remove_stale(path, keep_shards=ray_engine and not overwrite, replace=overwrite)
         found = None
         if path.exists() and not overwrite:
-            _repair(path)
+            _repair(path)  # first: shards can only join an index that reads
+            if ray_engine and (adopted := adopt_unpublished(path, listing)):
+                log.info(f"committed {adopted} shards that a killed run had finished")
             try:
                 found = FeatureFile(path, allow_partial=True)
             except FeatureFileError as exc:
@@ -419,7 +420,7 @@ def _repair(path: Path) -> None:
     """Drop the damaged rows of ``path`` (an output about to be continued or extended), so that
     the run extracts their images again; refuse a file whose metadata is damaged."""
     from features import FeatureFileError
-    from features.checksums import format_ranges
+    from features.checksums import H5_ERRORS, format_ranges
     from features.writer import repair
 
     try:
@@ -427,12 +428,16 @@ def _repair(path: Path) -> None:
     except FeatureFileError as exc:
         fix = "" if "--overwrite" in str(exc) else "; pass --overwrite to replace it"
         raise ExtractError(f"{exc}{fix}") from None
+    except H5_ERRORS as exc:  # a source the check could read but the rewrite cannot
+        detail = " ".join(str(exc).split())[:160]
+        raise ExtractError(f"{path}: cannot be repaired ({detail}); python -m extract --verify {path} "
+                           "names the damage, or pass --overwrite to extract it again") from None
     if found.damaged:
         log.warning(f"warning: {path}: damaged rows {format_ranges(found.damaged)} dropped, extracting "
                     "their images again (the intact rows are kept)")
 
 
-def verify_features(path: str | os.PathLike, add_checksums: bool = False):
+def verify_features(path: str | os.PathLike, add_checksums: bool = False) -> Verification:
     """Check every committed row of the feature file ``path`` (``python -m extract --verify``).
 
     Parameters
@@ -463,7 +468,10 @@ def verify_features(path: str | os.PathLike, add_checksums: bool = False):
     from features.checksums import verify_file
     from features.writer import rewrite_file
 
-    lock = locked(path)
+    if not Path(path).is_file():
+        raise ExtractError(f"{path}: no such file; give the path of a feature file")
+    # Only a rewrite needs the lock: a check alone works on read-only drives too.
+    lock = locked(path) if add_checksums else None
     try:
         found = verify_file(path)
         if add_checksums and not found.checksummed and not found.damaged:
@@ -474,7 +482,8 @@ def verify_features(path: str | os.PathLike, add_checksums: bool = False):
     except OSError as exc:
         raise ExtractError(f"{path}: cannot write ({exc}); the file is unchanged") from None
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return found
 
 
@@ -496,7 +505,7 @@ def _re_split(path: Path, listing, found, plan, prune: bool, ray_engine: bool):
     path (``val/x.jpg`` now ``train/x.jpg``) goes with the gone ones; one under the same path
     (a manifest's split column changed) is dropped first, so that the run extracts it again
     (a run killed after that extracts it as a new image)."""
-    from features import FeatureFile
+    from features import FeatureFile, FeatureFileError
 
     from .pipeline import finish_existing
     from .plan import moved_refusal, plan_work
@@ -509,7 +518,10 @@ def _re_split(path: Path, listing, found, plan, prune: bool, ray_engine: bool):
     if not same:
         return found, plan, 0
     summary = finish_existing(path, dataclasses.replace(plan, gone=same), prune=True, merge=not ray_engine)
-    found = FeatureFile(path, allow_partial=True)
+    try:
+        found = FeatureFile(path, allow_partial=True)
+    except FeatureFileError as exc:
+        raise ExtractError(str(exc)) from None
     found.close()
     return found, plan_work(listing, found), summary.pruned
 

@@ -50,9 +50,9 @@ def _aligned(rows: list[tuple[str, ...]]) -> str:
 
 def hub_table() -> str:
     """The keras_hub presets the ``keras-hub`` family lists (any other preset, handle or local
-    preset directory works too): ``--backbone``, architecture, input side (``preset``: its
+    preset directory works too): ``--backbone``, architecture, input side (``converter's``: its
     image converter says), feature length with ``--pooling cls`` or ``mean`` (the token width)
-    and ``cls+mean`` (SigLIP has no class token), CLIP's
+    and ``cls+mean`` (``-`` without a class token, as SigLIP), CLIP's
     projected embedding, and linear-probe accuracies (Caltech-101 / Flowers-102 / Pets)
     published by the model's authors, not measured here.
 
@@ -67,7 +67,7 @@ def hub_table() -> str:
     for p in HUB_PRESETS:
         probe = "/".join(f"{p.published[k]:.1f}" for k in ("caltech101", "flowers102", "pets")
                          if p.published) or "-"
-        rows.append((f"keras_hub:{p.name}", p.architecture, str(p.input_size or "preset"),
-                     str(p.width), "-" if p.architecture == "SigLIP" else str(2 * p.width),
+        rows.append((f"keras_hub:{p.name}", p.architecture, str(p.input_size or "converter's"),
+                     str(p.width), str(2 * p.width) if p.class_token else "-",
                      str(p.projection or "-"), probe))
     return _aligned(rows)

@@ -486,10 +486,8 @@ def adopt_unpublished(output: str | os.PathLike, listing: ImageListing) -> int:
         return 0
     try:
         existing = FeatureFile(output, allow_partial=True)
-    except Exception:  # no usable index: nothing the shards could join
-        for shard in shards:
-            shard.unlink(missing_ok=True)
-        return 0
+    except Exception:  # noqa: BLE001 - damaged or unreadable: the repair (or --overwrite) decides
+        return 0  # the shards stay: once the index is repaired, the next call adopts them
     existing.close()
     done = set(existing.paths or []) | {p for p, _ in existing.skipped}
     attrs = {k: v for k, v in existing.attrs.items() if k != schema.SEGMENTS}

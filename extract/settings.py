@@ -26,6 +26,7 @@ from .backbones import (
     all_poolings,
     check_backbone_settings,
     default_interpolation,
+    default_pooling,
 )
 from .decoding import DECODERS, default_decoder
 from .errors import SettingsError
@@ -113,10 +114,12 @@ class ExtractSettings:
         f"expects ({', '.join(PREPROCESS_MODULES)})", choices=PREPROCESS_MODULES, metavar="MODULE|none"))
     weights: str | None = field(default="imagenet", metadata=option(
         "weights to load (default: imagenet; see below)", metavar="imagenet|hed-bsds500|PATH"))
-    pooling: str = field(default="flatten", metadata=option(
+    pooling: str | None = field(default=None, metadata=option(
         "how the last conv map becomes a vector: flatten (7x7x512 = 25088 for VGG16, the published "
         "recipe), or global avg / max; a layer of tokens (transformers) also takes cls, its first "
-        "token, mean, the mean of its patch tokens, and cls+mean, both (default: flatten)",
+        "token, mean, the mean of its patch tokens, and cls+mean, both (default: the backbone's: "
+        "flatten for the keras.applications CNNs and saved models; for a keras_hub preset cls, or "
+        "mean where it has no class token, as SigLIP)",
         choices=all_poolings))
     image_size: int | None = field(default=None, metadata=option(
         "resize images to N x N (default: the backbone's, 224)", metavar="N", text=whole))
@@ -226,6 +229,8 @@ def _check_counts_and_model(s: ExtractSettings) -> None:
                                  or not all(isinstance(layer, str) and layer for layer in s.layers)):
         raise SettingsError(f"layers (--layer) must be a list of layer names, got {s.layers!r}")
     layers = list(s.layers) if s.layers is not None else None
+    if s.pooling is None:  # the family that claims the backbone says (an unknown one: refused here)
+        object.__setattr__(s, "pooling", default_pooling(s.backbone, s.weights))
     check_backbone_settings(s.backbone, s.weights, s.pooling, s.image_size, s.precision, layers, s.preprocess)
     if s.layout is not None:
         layout_named(s.layout)

@@ -1,6 +1,7 @@
 """Checksums of feature files: how damage is written down, found, and named by rows.
 
-Why two kinds (measured in ``tests/test_checksums.py``, figures in docs/performance.md):
+Why two kinds (their cost measured by ``scripts/bench_checksums.py``, figures in
+docs/performance.md):
 
 * ``features``, ``mirror_features`` and ``labels`` are chunked datasets with HDF5's own
   Fletcher-32 filter, in every part file and in the finished file. HDF5 checks a chunk each
@@ -53,18 +54,41 @@ CHECKSUMS = "fletcher32+sha256"
 LIBVER = ("v110", "latest")
 #: The datasets with one entry per row.
 ROW_DATASETS = (schema.FEATURES, schema.MIRROR_FEATURES, schema.LABELS, schema.PATHS, schema.SPLITS)
-#: What HDF5 and h5py raise on a damaged file, anywhere (metadata included).
-H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError, OverflowError,
-             MemoryError, SystemError)
+#: What h5py raises on a damaged file, anywhere (metadata included): HDF5's errors as OSError
+#: (or RuntimeError, KeyError, ValueError by their HDF5 error class). Not MemoryError and the
+#: like: they say nothing about the file, and are raised as they are.
+H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 
 REPAIR = "run the same extract command again to re-extract them (the intact rows are kept)"
 START_OVER = "delete it (or pass extract --overwrite) and extract it again"
 
 
+def _detail(exc: BaseException) -> str:
+    """``exc``'s message on one line, at most 160 characters."""
+    return " ".join(str(exc).split())[:160]
+
+
 def metadata_damage(name: str, exc: BaseException) -> str:
-    """The one line of a file whose HDF5 structure (not its rows) cannot be read."""
-    detail = " ".join(str(exc).split())[:160]
-    return f"{name}: damaged feature file, it cannot be read ({detail}); {START_OVER}"
+    """The one line of a file whose HDF5 structure (not its rows) cannot be read.
+
+    Examples
+    --------
+    >>> metadata_damage("f.hdf5", OSError("bad object header")).startswith("f.hdf5: damaged")
+    True
+    """
+    return f"{name}: damaged feature file, it cannot be read ({_detail(exc)}); {START_OVER}"
+
+
+def unreadable(name: str, exc: BaseException) -> str:
+    """The one line of a read that failed where no damage was found: the cause is not known to
+    be the file, so nothing is said to delete it.
+
+    Examples
+    --------
+    >>> unreadable("f.hdf5", OSError("Input/output error"))
+    'f.hdf5: cannot be read (Input/output error); python -m extract --verify f.hdf5 checks it'
+    """
+    return f"{name}: cannot be read ({_detail(exc)}); python -m extract --verify {name} checks it"
 
 
 def open_readable(path: Path) -> h5py.File:
@@ -162,11 +186,13 @@ def bad_string_blocks(ds: h5py.Dataset, rows: int) -> list[tuple[int, int]]:
     return bad
 
 
-def _plain(value: Any) -> Any:
+
+def plain_attr(value: Any) -> Any:
+    """HDF5 attribute values as plain Python ones (str, int, float, bool, list)."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return value.decode("utf-8")
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [plain_attr(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -177,7 +203,7 @@ def metadata_digest(f: h5py.File) -> str:
     h = hashlib.sha256()
     for key in sorted(f.attrs):
         if key != METADATA_ATTR:
-            h.update(json.dumps([key, _plain(f.attrs[key])], default=str).encode())
+            h.update(json.dumps([key, plain_attr(f.attrs[key])], default=str).encode())
     for name in (schema.LABEL_NAMES, schema.SKIPPED):
         if name in f:
             h.update(name.encode() + _encoded(np.asarray(f[name][()]).ravel()))
@@ -191,19 +217,41 @@ def seal(f: h5py.File) -> None:
 
 
 def has_checksums(f: h5py.File) -> bool:
+    """Whether ``f`` was written with checksums (it has :data:`CHECKSUMS_ATTR`).
+
+    Examples
+    --------
+    >>> with open_h5("f17.hdf5") as f:  # doctest: +SKIP
+    ...     has_checksums(f)
+    True
+    """
     return CHECKSUMS_ATTR in f.attrs
 
 
 def check_metadata(f: h5py.File, name: str) -> None:
     """Raise :class:`~features.FeatureFileError` when ``f``'s metadata digest does not match."""
-    if has_checksums(f) and metadata_digest(f) != _plain(f.attrs.get(METADATA_ATTR)):
+    if has_checksums(f) and metadata_digest(f) != plain_attr(f.attrs.get(METADATA_ATTR)):
         raise FeatureFileError(f"{name}: damaged file, its attributes, label_names or skipped list "
                                f"do not match their checksum; {START_OVER}")
 
 
+#: Files already warned about: a process says it once per file, however often it opens it.
+_WARNED: set[str] = set()
+
+
 def warn_unverified(name: str) -> None:
+    """Warn, once per ``name`` in this process, that the file has no checksums.
+
+    Examples
+    --------
+    >>> warn_unverified("old.hdf5")  # doctest: +SKIP
+    UnverifiedFileWarning: old.hdf5: written without checksums, ...
+    """
+    if name in _WARNED:
+        return
+    _WARNED.add(name)
     warnings.warn(f"{name}: written without checksums, so damage in it cannot be detected; "
-                  "python -m extract --verify FILE --add-checksums adds them", UnverifiedFileWarning,
+                  f"python -m extract --verify {name} --add-checksums adds them", UnverifiedFileWarning,
                   stacklevel=4)  # the caller of FeatureFile
 
 
@@ -220,11 +268,17 @@ def format_ranges(ranges: Sequence[tuple[int, int]], limit: int = 5) -> str:
     return ", ".join(text) + more
 
 
-def damage_message(name: str, ranges: Sequence[tuple[int, int]], rows: int) -> str:
-    """The one line of a file whose rows ``ranges`` are damaged."""
+def damage_message(name: str, ranges: Sequence[tuple[int, int]], rows: int,
+                   how: str = "unreadable, or their checksums do not match") -> str:
+    """The one line of a file whose rows ``ranges`` are damaged (``how``: what is wrong).
+
+    Examples
+    --------
+    >>> damage_message("f.hdf5", [(0, 2)], 10).split(";")[0]
+    'f.hdf5: damaged rows 0-1 (2 of 10, counted from 0: unreadable, or their checksums do not match)'
+    """
     n = sum(b - a for a, b in ranges)
-    return (f"{name}: damaged rows {format_ranges(ranges)} ({n} of {rows}, counted from 0: unreadable, "
-            f"or their checksums do not match); {REPAIR}")
+    return f"{name}: damaged rows {format_ranges(ranges)} ({n} of {rows}, counted from 0: {how}); {REPAIR}"
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -260,7 +314,7 @@ def row_sources(f: h5py.File, path: Path) -> list[tuple[Path, int, int]]:
     if segments is None:
         return [(path, 0, n)]
     out, start = [], 0
-    for s in json.loads(_plain(segments)):
+    for s in json.loads(plain_attr(segments)):
         if s["rows"]:
             out.append((path.parent / s["file"], start, int(s["rows"])))
             start += int(s["rows"])
@@ -282,6 +336,23 @@ def source_damage(source: Path, rows: int, names: Sequence[str] = ROW_DATASETS) 
             return merge_ranges(bad)
     except H5_ERRORS:
         return [(0, rows)] if rows else []
+
+
+def sources_checksummed(f: h5py.File, path: Path) -> bool:
+    """Whether ``f`` and every file holding its rows were written with checksums: an old file
+    extended by a new run is the first part of an index that has them, its own rows not."""
+    if not has_checksums(f):
+        return False
+    for source, _, _ in row_sources(f, path):
+        if source == path:
+            continue
+        try:
+            with h5py.File(source, "r") as g:
+                if not has_checksums(g):
+                    return False
+        except H5_ERRORS:
+            continue  # unreadable: named as damaged rows by the checks themselves
+    return True
 
 
 @dataclass
@@ -332,7 +403,7 @@ def verify_file(path: str | os.PathLike) -> Verification:
     with open_h5(path) as f:
         try:
             check_metadata(f, str(path))
-            checksummed = has_checksums(f)
+            checksummed = sources_checksummed(f, path)
             sources = row_sources(f, path)
         except FeatureFileError:
             raise

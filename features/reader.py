@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from . import checksums, schema
-from .checksums import metadata_damage, open_readable
+from .checksums import metadata_damage, open_readable, plain_attr, unreadable
 from .errors import FeatureFileError
 
 
@@ -130,7 +130,7 @@ class FeatureFile:
         string_damage = self._string_damage()
         if string_damage:
             raise FeatureFileError(checksums.damage_message(name, string_damage, self.n_rows))
-        if not checksums.has_checksums(f):
+        if not checksums.sources_checksummed(f, self.path):
             checksums.warn_unverified(name)
 
     def _read_rows(self, n: int) -> None:
@@ -158,10 +158,14 @@ class FeatureFile:
         splits = decode_strings(ds[: self.n_rows])
         bad = next((v for v in splits if v not in schema.SPLIT_NAMES), None)
         if bad is not None:
-            raise FeatureFileError(
-                f"{name}: split {bad!r} is not one of {', '.join(schema.SPLIT_NAMES)}; "
-                "extract it again with --overwrite"
-            )
+            wrong = f"split {bad!r} is not one of {', '.join(schema.SPLIT_NAMES)}"
+            # A damaged value is named by its digest (its rows re-extracted, the rest kept);
+            # only an intact one that is no split name means the file was made wrong.
+            damage = self._string_damage()
+            if damage:
+                how = f"{wrong}, and their checksums do not match"
+                raise FeatureFileError(checksums.damage_message(name, damage, self.n_rows, how))
+            raise FeatureFileError(f"{name}: {wrong}; extract it again with --overwrite")
         return splits
 
     def _string_damage(self) -> list[tuple[int, int]]:
@@ -198,7 +202,9 @@ class FeatureFile:
         found = [(a, min(b, n)) for a, b in checksums.merge_ranges(found) if a < n]
         if found:
             return FeatureFileError(checksums.damage_message(name, found, n))
-        return FeatureFileError(metadata_damage(name, exc))
+        # Nothing damaged found: the failure may not be the file's (an I/O error, a full
+        # cache), so it is not told to delete it.
+        return FeatureFileError(unreadable(name, exc))
 
     def _check_parts(self, name: str) -> None:
         """An unfinished file (or a Ray engine's unmerged one) reads its rows from part files;
@@ -260,6 +266,13 @@ class FeatureFile:
             raise self._damaged(exc) from None
 
     def close(self) -> None:
+        """Close the file; the arrays already read stay usable.
+
+        Examples
+        --------
+        >>> ff = FeatureFile("f17.hdf5")  # doctest: +SKIP
+        >>> ff.close()  # doctest: +SKIP
+        """
         self._file.close()
 
     def __enter__(self) -> FeatureFile:
@@ -268,13 +281,3 @@ class FeatureFile:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def plain_attr(value: Any) -> Any:
-    """HDF5 attribute values as plain Python ones (str, int, float, bool, list)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.ndarray):
-        return [plain_attr(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 
 from . import checksums, schema
+from .errors import FeatureFileError
 from .reader import decode_strings
 
 _STR = h5py.string_dtype("utf-8")
@@ -44,6 +45,11 @@ PARTS_SUFFIX = ".parts"
 #: Chunk length of ``labels``, ``paths`` and ``splits`` in a finished file.
 _ROW_CHUNK = 4096
 _TMP_MARK = ".tmp-"
+
+
+def _is_string(dtype: Any) -> bool:
+    """Whether ``dtype`` is an HDF5 string type (which HDF5 refuses to filter)."""
+    return h5py.check_string_dtype(np.dtype(dtype)) is not None
 
 
 def chunk_rows(dim: int, dtype: str) -> int:
@@ -232,11 +238,20 @@ SHARD_GLOB = "shard-*.h5"
 
 
 def _used_parts(output: Path) -> set[str]:
+    """Names of the parts ``output``'s index lists; none when ``output`` does not exist.
+
+    Raises
+    ------
+    FeatureFileError
+        When ``output`` exists but cannot be read: its parts may hold committed rows.
+    """
+    if not output.exists():
+        return set()
     try:
         with h5py.File(output, "r") as f:
             return {Path(s["file"]).name for s in segments_of(f) or []}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()  # no readable index: nothing in parts is committed
+    except checksums.H5_ERRORS as exc:
+        raise FeatureFileError(checksums.metadata_damage(str(output), exc)) from None
 
 
 def unpublished_shards(output: str | os.PathLike) -> list[Path]:
@@ -250,9 +265,10 @@ def unpublished_shards(output: str | os.PathLike) -> list[Path]:
     return sorted(p for p in parts.glob(SHARD_GLOB) if p.name not in used)
 
 
-def remove_stale(output: str | os.PathLike, keep_shards: bool = False) -> None:
+def remove_stale(output: str | os.PathLike, keep_shards: bool = False, replace: bool = False) -> None:
     """Delete what killed runs left behind: temporary files, and parts no index refers to
-    (except, with ``keep_shards``, whole shards a Ray run may still adopt).
+    (except, with ``keep_shards``, whole shards a Ray run may still adopt); with ``replace``
+    (the output is about to be extracted again from scratch), every part.
 
     Call it only while holding the output's lock (:class:`features.lock.OutputLock`).
     """
@@ -262,7 +278,10 @@ def remove_stale(output: str | os.PathLike, keep_shards: bool = False) -> None:
     parts = parts_dir(output)
     if not parts.is_dir():
         return
-    used = _used_parts(output)
+    try:
+        used = set() if replace else _used_parts(output)
+    except FeatureFileError:
+        return  # an unreadable index may still list them: the run that reads it says what to do
     if keep_shards:
         used |= {p.name for p in parts.glob(SHARD_GLOB)}
     for child in parts.iterdir():
@@ -436,9 +455,14 @@ class FeatureWriter:
         while self._segments and "first" in self._segments[-1]:
             self._movable.insert(0, self._segments.pop())
         for s in self._movable:
-            with h5py.File(self.path.parent / s["file"], "r") as f:
-                rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
-                self._part_skipped[s["file"]] = [tuple(decode_strings(row)) for row in rows]
+            try:
+                with h5py.File(self.path.parent / s["file"], "r") as f:
+                    rows = f[schema.SKIPPED][()] if schema.SKIPPED in f else []
+            except checksums.H5_ERRORS:
+                # A damaged shard: its rows are dropped by the repair; its skipped entries,
+                # unreadable, are simply tried again.
+                rows = []
+            self._part_skipped[s["file"]] = [tuple(decode_strings(row)) for row in rows]
         moved = {entry for entries in self._part_skipped.values() for entry in entries}
         self._skipped = [entry for entry in self._skipped if entry not in moved]
 
@@ -699,13 +723,15 @@ class FeatureWriter:
             keep = np.ones(rows, dtype=bool)
             for a, b in drop_rows:
                 keep[max(a - offset, 0) : max(min(b - offset, rows), 0)] = False
+            offset += rows
+            keeps.append(keep)
+            if not keep.any():  # a source with no row kept may not even open (damaged, truncated)
+                continue
             with h5py.File(src, "r") as f:
                 for a, b in _runs(keep):
                     paths = decode_strings(f[schema.PATHS][a:b])
                     keep[a:b] = [p not in drop for p in paths]
                     kept_paths.extend(p for p in paths if p not in drop)
-            keeps.append(keep)
-            offset += rows
         return keeps, kept_paths
 
     def _consolidate(self, drop: set[str], drop_rows: Sequence[tuple[int, int]] = (),
@@ -735,8 +761,18 @@ class FeatureWriter:
         self.rows_written = total
         self._base = None
         self._segments = []
-        shutil.rmtree(self.parts, ignore_errors=True)
+        self._remove_parts([src for src, _ in sources if src != self.path])
         return removed
+
+    def _remove_parts(self, listed: Sequence[Path]) -> None:
+        """Delete the parts just copied; the folder too unless it holds shards no index lists
+        (a killed Ray run's, which its next run adopts: a repair must not lose them)."""
+        for part in listed:
+            part.unlink(missing_ok=True)
+        if not self.parts.is_dir():
+            return
+        if not any(self.parts.glob(SHARD_GLOB)):
+            shutil.rmtree(self.parts, ignore_errors=True)
 
     def _finished_datasets(self, out: h5py.File, total: int) -> dict[str, h5py.Dataset]:
         """Create the per-row datasets of a finished file of ``total`` rows, by name: the
@@ -751,7 +787,7 @@ class FeatureWriter:
             specs.append((schema.SPLITS, (), _STR, (_ROW_CHUNK,)))
         return {
             name: out.create_dataset(name, shape=(total, *tail), maxshape=(None, *tail), dtype=dtype,
-                                     chunks=chunks, fletcher32=dtype is not _STR)
+                                     chunks=chunks, fletcher32=not _is_string(dtype))
             for name, tail, dtype, chunks in specs
         }
 
@@ -762,10 +798,13 @@ class FeatureWriter:
         block of whole chunks (bounded memory), reading only kept rows; then record the string
         columns' digests of what was written."""
         block = chunk_rows(self.dim, self.dtype) * 16
-        strings = {name: [] for name, ds in columns.items() if ds.dtype == _STR}
+        strings = {name: [] for name, ds in columns.items() if _is_string(ds.dtype)}
         at = 0
         for (src, rows), keep in zip(sources, keeps, strict=True):
+            if not keep.any():  # nothing to copy: the source may not even open
+                continue
             with h5py.File(src, "r") as f:
+                self._check_source_strings(f, src, strings, keep)
                 for start in range(0, rows, block):
                     stop = min(start + block, rows)
                     for a, b in _runs(keep[start:stop]):
@@ -777,6 +816,20 @@ class FeatureWriter:
                         at += b - a
         for name, values in strings.items():
             columns[name].attrs[checksums.DIGEST_ATTR] = checksums.string_digests(values)
+
+    @staticmethod
+    def _check_source_strings(f: h5py.File, src: Path, names: Collection[str], keep: np.ndarray) -> None:
+        """Refuse to copy kept string rows whose source digests do not match: the copy would
+        give damaged text fresh, matching digests."""
+        for name in names:
+            if name not in f:
+                continue
+            for a, b in checksums.bad_string_blocks(f[name], len(keep)):
+                if keep[a:b].any():
+                    raise FeatureFileError(
+                        f"{src}: {name} rows {a}-{b - 1} do not match their checksums; run "
+                        "python -m extract --verify on the feature file, then the same extract "
+                        "command again to re-extract them")
 
     def close(self, complete: bool = True) -> None:
         """Commit what is buffered; with ``complete``, also write the finished file."""

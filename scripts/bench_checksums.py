@@ -4,8 +4,9 @@ Writes a synthetic flatten-sized feature file (default: Caltech-101's 8,677 rows
 float32, VGG16 flatten at 224 pixels; 2.2 GB) twice, in batches of 32 rows with the default
 --buffer-size of 1000, as ``extract``'s writer does:
 
-* *today*: the feature store of the commit this checkout is based on (``git show HEAD:features/``,
-  loaded as a package of its own): contiguous part files, no Fletcher-32, no digests;
+* *baseline*: the feature store of ``--baseline REV`` (default :data:`BASELINE`, the commit
+  before checksums; ``git show REV:features/``, loaded as a package of its own): contiguous
+  part files, no Fletcher-32, no digests;
 * *checksums*: this checkout's ``features`` (Fletcher-32 on chunked part and finished files,
   SHA-256 block digests of paths and splits, HDF5 1.10 metadata checksums).
 
@@ -19,7 +20,8 @@ was just written): the worst case for the checksums' share.
 
 With ``--extract DATASET --weights FILE`` it also times ``python -m extract`` end to end
 (MobileNetV2 flatten at 224: 62,720 features a row) on the first ``--images`` images of the
-dataset, with this checkout and with HEAD's whole tree (``git archive``), alternating.
+dataset, with this checkout and with the baseline's whole tree (``git archive REV``),
+alternating.
 """
 
 from __future__ import annotations
@@ -40,16 +42,19 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 32
+#: The commit before checksums: what they are measured against.
+BASELINE = "2d4b853"
 
 
-def today_package(folder: Path) -> str:
-    """HEAD's ``features`` package, written to ``folder/features_today``; its module name."""
+def today_package(folder: Path, rev: str) -> str:
+    """The ``features`` package of commit ``rev``, written to ``folder/features_today``; its
+    module name."""
     dest = folder / "features_today"
     dest.mkdir()
-    names = subprocess.run(["git", "ls-tree", "--name-only", "HEAD", "features/"], cwd=REPO, check=True,
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "features/"], cwd=REPO, check=True,
                            capture_output=True, text=True).stdout.split()
     for name in names:
-        text = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, check=True, capture_output=True,
+        text = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=REPO, check=True, capture_output=True,
                               text=True).stdout
         (dest / Path(name).name).write_text(text)
     sys.path.insert(0, str(folder))
@@ -89,11 +94,11 @@ def extract_seconds(tree: Path, data: Path, weights: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def bench_extract(work: Path, dataset: Path, weights: Path, images: int, repeats: int) -> None:
-    """``python -m extract`` end to end, today's tree against this checkout's."""
+def bench_extract(work: Path, dataset: Path, weights: Path, images: int, repeats: int, rev: str) -> None:
+    """``python -m extract`` end to end, commit ``rev``'s tree against this checkout's."""
     head = work / "head"
     head.mkdir()
-    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, check=True, capture_output=True).stdout
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(head)], input=archive, check=True)
     data = work / "data"
     files = sorted(p for p in dataset.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".png"))
@@ -122,12 +127,14 @@ def main() -> None:
     parser.add_argument("--extract", type=Path, metavar="DATASET", help="also time python -m extract on it")
     parser.add_argument("--weights", type=Path, help="with --extract: MobileNetV2 weights without the top")
     parser.add_argument("--images", type=int, default=400, help="with --extract: images (default: 400)")
+    parser.add_argument("--baseline", default=BASELINE, metavar="REV",
+                        help=f"the commit to compare with (default: {BASELINE}, the one before checksums)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_checksums_", dir=args.dir))
     try:
         now = importlib.import_module("features")
         from features import verify_file
-        today = importlib.import_module(today_package(work))
+        today = importlib.import_module(today_package(work, args.baseline))
         block = np.random.default_rng(0).standard_normal((BATCH, args.dim)).astype(np.float32)
         gb = args.rows * args.dim * 4 / 1e9
         times: dict[str, dict[str, list[float]]] = {"today": {}, "checksums": {}}
@@ -146,7 +153,7 @@ def main() -> None:
                 path.unlink()
         print(f"{platform.processor() or platform.machine()}, {args.rows} x {args.dim} float32 "
               f"({gb:.2f} GB), best of {args.repeats} (reads: of {args.repeats * args.reads})")
-        print("| step | today | with checksums | ratio |")
+        print(f"| step | {args.baseline} | with checksums | ratio |")
         print("|---|---|---|---|")
         for step in ("write", "read"):
             a, b = min(times["today"][step]), min(times["checksums"][step])
@@ -154,7 +161,7 @@ def main() -> None:
         v = min(times["checksums"]["verify"])
         print(f"| verify (extract --verify) | - | {v:.2f} s ({gb / v:.2f} GB/s) | - |")
         if args.extract:
-            bench_extract(work, args.extract, args.weights, args.images, args.repeats)
+            bench_extract(work, args.extract, args.weights, args.images, args.repeats, args.baseline)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -193,3 +193,121 @@ def test_extract_verify_names_damage_and_adds_checksums(tmp_path, capsys):
     flip(damaged, chunk_offset(damaged, schema.LABELS, 0) + 4)  # the labels' only chunk
     assert main(["--verify", str(damaged)]) == 1
     assert capsys.readouterr().out.startswith(f"{damaged}: damaged rows 0-{ROWS - 1} ")
+
+
+def test_a_truncated_part_costs_its_rows_only(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, _, paths = write(path, finish=False)
+    second = sorted(parts_dir(path).iterdir())[1]  # rows 200-399
+    second.write_bytes(second.read_bytes()[:500])  # not even its superblock is whole
+    assert verify_file(path).damaged == [(200, 400)]
+    assert repair(path).damaged == [(200, 400)]  # no source that cannot be opened is opened
+    with FeatureFile(path, allow_partial=True) as ff:  # still unfinished: the run continues it
+        keep = np.r_[0:200, 400:ROWS]
+        assert ff.paths == [paths[i] for i in keep] and ff.attrs["complete"] is False
+        assert np.array_equal(ff.load_features(), X[keep])
+
+
+def test_an_unreadable_index_keeps_its_parts(tmp_path):
+    from features.writer import _used_parts, remove_stale
+
+    path = tmp_path / "f.hdf5"
+    write(path, finish=False)
+    parts = sorted(parts_dir(path).iterdir())
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(FeatureFileError, match=f"^{path}: damaged feature file"):
+        _used_parts(path)
+    remove_stale(path)
+    assert sorted(parts_dir(path).iterdir()) == parts
+    assert _used_parts(tmp_path / "none.hdf5") == set()
+    remove_stale(path, replace=True)  # --overwrite: the file is extracted again from scratch
+    assert not parts_dir(path).exists()
+
+
+def test_a_failed_read_without_damage_is_not_called_damage(tmp_path, monkeypatch):
+    path = tmp_path / "f.hdf5"
+    write(path, n=100)
+
+    def fail(error: BaseException):
+        def read_rows(self, n: int) -> None:
+            raise error
+        return read_rows
+
+    monkeypatch.setattr(FeatureFile, "_read_rows", fail(MemoryError()))
+    with pytest.raises(MemoryError):  # out of memory says nothing about the file
+        FeatureFile(path)
+    monkeypatch.setattr(FeatureFile, "_read_rows", fail(OSError("Input/output error")))
+    with pytest.raises(FeatureFileError) as err:
+        FeatureFile(path)
+    assert str(err.value) == (f"{path}: cannot be read (Input/output error); python -m extract "
+                              f"--verify {path} checks it")
+
+
+def test_a_damaged_split_name_is_damaged_rows_not_a_bad_file(tmp_path):
+    path = tmp_path / "f.hdf5"
+    write(path)
+    raw = bytearray(path.read_bytes())
+    at = [i for i in range(len(raw) - 5) if raw[i : i + 5] == b"train"]
+    row = at[len(at) // 2]
+    raw[row : row + 5] = b"trbin"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FeatureFileError, match=r"damaged rows \d+-\d+ .*intact rows are kept\)$") as err:
+        FeatureFile(path)
+    assert "--overwrite" not in str(err.value)
+
+
+def test_finishing_refuses_to_restamp_damaged_text(tmp_path):
+    path = tmp_path / "f.hdf5"
+    _, _, paths = write(path)
+    flip(path, path.read_bytes().index(paths[300].encode()) + 2, bit=0)
+    with pytest.raises(FeatureFileError, match="paths rows 256-511 do not match their checksums"):
+        rewrite_file(path)  # keeping the damaged rows would give them fresh digests
+    assert verify_file(path).damaged == [(256, 512)]  # unchanged
+
+
+def test_a_repair_keeps_the_shards_no_index_lists(tmp_path):
+    from extract.ray_engine import adopt_unpublished
+
+    path = tmp_path / "f.hdf5"
+    _, _, paths = write(path, finish=False)
+    shard = parts_dir(path) / "shard-0001-x.h5"
+    shard.write_bytes(b"a killed Ray run's finished shard")
+    second = sorted(parts_dir(path).glob("part-*"))[1]
+    flip(second, second.read_bytes().index(paths[250].encode()), bit=0)  # rows 200-399's text
+    assert adopt_unpublished(path, None) == 0 and shard.exists()  # the damaged index cannot adopt
+    repair(path)
+    assert shard.exists()
+
+
+def test_an_unfinished_extend_of_an_old_file_is_not_verified(tmp_path):
+    path = tmp_path / "old.hdf5"
+    old_file(path)
+    extra, _, _ = rows(5, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnverifiedFileWarning)
+        w = FeatureWriter(path, dim=DIM, label_names=["a", "b"], attrs={}, resume=True, buffer_size=5)
+        w.add(extra, [0] * 5, [f"new/{i}" for i in range(5)])
+        w.close(complete=False)
+    found = verify_file(path)  # the index has checksums, the old rows in its first part none
+    assert not found.checksummed and "not verified" in found.line()
+    with pytest.warns(UnverifiedFileWarning), FeatureFile(path, allow_partial=True):
+        pass
+
+
+def test_extract_verify_takes_no_lock_and_names_a_missing_file(tmp_path, capsys, monkeypatch):
+    import extract.api
+    from extract.__main__ import main
+
+    path = tmp_path / "f.hdf5"
+    write(path, n=100)
+
+    def no_lock(where):
+        raise AssertionError(f"a check alone locked {where}")
+
+    monkeypatch.setattr(extract.api, "locked", no_lock)
+    assert main(["--verify", str(path)]) == 0  # works on a read-only drive: nothing written
+    assert capsys.readouterr().out == f"{path}: 100 rows verified, no damage\n"
+    missing = tmp_path / "none.hdf5"
+    assert main(["--verify", str(missing)]) == 1
+    assert capsys.readouterr().err == (f"extract: error: {missing}: no such file; "
+                                      "give the path of a feature file\n")

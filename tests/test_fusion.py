@@ -145,9 +145,17 @@ def test_label_issues_of_a_fused_run_read_the_fused_rows_again(pair):
     assert all(issue.path in train_paths for issue in issues)
 
 
-def test_predict_refuses_one_weights_file_for_a_fused_model_and_export_one_input_size():
-    from types import SimpleNamespace
+def test_label_issues_refuse_fused_files_changed_since_the_run(pair, tmp_path):
+    b = write(tmp_path / "b.hdf5", pair["Xb"], pair["y"], pair["paths"], backbone="other")
+    result = train_and_evaluate([pair["a"], b], jobs=1, models=["logreg"])["logreg"]
+    b.unlink()  # extracted again, otherwise
+    write(b, 2 * pair["Xb"], pair["y"], pair["paths"], backbone="other")
+    with pytest.raises(FusionError, match="the files changed since the run") as raised:
+        result.label_issues()
+    assert "\n" not in str(raised.value)
 
+
+def test_predict_refuses_one_weights_file_for_a_fused_model_and_export_one_input_size():
     from classify import PredictError
     from classify.inference.export import ExportError, check_fusable
     from classify.inference.predict import load_backbones
@@ -156,9 +164,14 @@ def test_predict_refuses_one_weights_file_for_a_fused_model_and_export_one_input
                                            {"extraction": {"backbone": "mobilenet"}, "scale": 0.25}]}
     with pytest.raises(PredictError, match="one --weights cannot say whose"):
         load_backbones(card, "m.joblib", "w.weights.h5")
-    sizes = [SimpleNamespace(image_size=224), SimpleNamespace(image_size=96)]
     with pytest.raises(ExportError, match="96, 224 pixels, and an exported model has one input"):
-        check_fusable(sizes, "m.joblib")
+        check_fusable([224, 96], ["nearest", "nearest"], "m.joblib")
+    # MobileNetV2 resized with nearest and a keras_hub preset with bilinear, both at 224.
+    refusal = r"different filters \(nearest, bilinear\).*--interpolation"
+    with pytest.raises(ExportError, match=refusal) as raised:
+        check_fusable([224, 224], ["nearest", "bilinear"], "m.joblib")
+    assert "\n" not in str(raised.value)
+    assert check_fusable([224, 224], ["bilinear", "bilinear"], "m.joblib") == 224
 
 
 def test_a_single_file_run_records_nothing_new(pair):
@@ -250,3 +263,19 @@ def test_export_of_a_fused_model_is_one_keras_model(fused_flowers, tmp_path):
     labels = np.asarray(exported.classes)[P.argmax(axis=1)]
     assert_classes_of_stored_rows(result.estimator, data.X,
                                   [result.label_names.index(label) for label in labels])
+
+
+def test_features_named_twice_on_the_command_line_are_all_fused():
+    from classify.__main__ import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["-f", "a.hdf5", "-f", "b.hdf5"]).features == ["a.hdf5", "b.hdf5"]
+    assert parser.parse_args(["--features", "a.hdf5", "b.hdf5"]).features == ["a.hdf5", "b.hdf5"]
+
+
+def test_the_html_report_of_a_fused_run_names_every_file(pair, tmp_path):
+    from classify.outputs.html import to_html
+
+    results = train_and_evaluate([pair["a"], pair["b"]], jobs=1, models=["logreg"])
+    page = to_html(results, tmp_path / "r.html").read_text()
+    assert "featurebank: logreg on a.hdf5 + b.hdf5" in page

@@ -203,6 +203,16 @@ def test_provenance_rebuilds_the_same_backbone(presets, dataset):
     assert np.array_equal(again.embed(images), loaded.embed(images))
 
 
+def test_random_weights_from_a_handle_rebuild_from_the_handle():
+    """What rebuild reads (as a model card's extraction holds it, without the keras_hub facts):
+    the handle recorded as ``weights_path``, not the recorded name."""
+    handle = "hf://org/dinov2_tiny"
+    attrs = {"backbone": "keras_hub.org_dinov2_tiny", "backbone_family": "keras-hub", "weights": "none",
+             "weights_path": handle, "layer": "layernorm", "pooling": "cls"}
+    arguments = rebuild_arguments(attrs)
+    assert arguments["name"] == f"keras_hub:{handle}" and arguments["weights"] is None
+
+
 def test_offline_and_missing_presets_and_bad_settings_fail_in_one_line(presets, tmp_path):
     with pytest.raises(WeightsError) as raised:
         load_backbone(f"keras_hub:{tmp_path / 'nowhere'}", "preset", "cls")
@@ -218,12 +228,53 @@ def test_offline_and_missing_presets_and_bad_settings_fail_in_one_line(presets, 
 
 
 @pytest.mark.slow
-def test_a_named_preset_offline_says_how_to_get_it():
-    """No network here: keras_hub's download fails, and the error says what to do instead."""
+def test_a_named_preset_offline_says_how_to_get_it(monkeypatch, tmp_path):
+    """Offline (an empty download cache, and kagglehub's download failing as without network),
+    the error says what to do instead."""
+    import kagglehub
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.kaggle.com' (no network)")
+
+    monkeypatch.setattr(kagglehub, "model_download", offline)
     with pytest.raises(WeightsError) as raised:
         load_backbone("keras_hub:dinov2_small", "preset", "cls")
     message = str(raised.value)
     assert "\n" not in message and "save_to_preset" in message and "keras_hub:DIR" in message
+
+
+def test_the_default_pooling_is_the_class_token_where_there_is_one_else_the_mean(presets, tmp_path):
+    from extract.backbones import default_pooling
+    from extract.settings import ExtractSettings
+
+    expected = {"dinov2": "cls", "clip": "cls", "siglip": "mean", "vit": "cls"}
+    assert {family: ExtractSettings(backbone=f"keras_hub:{presets[family]}").pooling
+            for family in FAMILIES} == expected
+    named = ("clip_vit_large_patch14", "siglip_so400m_patch14_384", "hf://org/unlisted",
+             "kaggle://keras/siglip/keras/siglip_base_patch16_224/1")
+    pooled = [default_pooling(f"keras_hub:{name}", "preset") for name in named]
+    assert pooled == ["cls", "mean", "mean", "mean"]
+    assert ExtractSettings().pooling == ExtractSettings(backbone="mobilenetv2").pooling == "flatten"
+    assert ExtractSettings(backbone=f"keras_hub:{presets['clip']}", pooling="avg").pooling == "avg"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, pooling", [("clip", "cls"), ("siglip", "mean")])
+def test_an_extract_without_pooling_records_the_default_and_equals_the_explicit_run(
+        presets, dataset, family, pooling, tmp_path):
+    backbone = f"keras_hub:{presets[family]}"
+    extract_features(dataset, output=tmp_path / "d.hdf5", backbone=backbone, progress=False)
+    extract_features(dataset, output=tmp_path / "e.hdf5", backbone=backbone, pooling=pooling, progress=False)
+    with FeatureFile(tmp_path / "d.hdf5") as by_default, FeatureFile(tmp_path / "e.hdf5") as explicit:
+        assert by_default.attrs["pooling"] == explicit.attrs["pooling"] == pooling
+        assert by_default.paths == explicit.paths
+        assert np.array_equal(by_default.load_features(), explicit.load_features())
+    # Resumed without --pooling, the file is found up to date: the same (resolved) settings.
+    again = extract_features(dataset, output=tmp_path / "d.hdf5", backbone=backbone, progress=False)
+    assert again.up_to_date and again.written == 0
 
 
 def test_bf16_builds_under_the_bf16_policy(presets, dataset):
@@ -299,3 +350,21 @@ def test_the_feature_model_saves_and_loads_back(presets, dataset, family, layer,
     _, images = _images(dataset)
     x = images.astype(np.float32)
     assert np.array_equal(again.predict_on_batch(x), loaded.model.predict_on_batch(x))
+
+
+@pytest.mark.slow
+def test_export_of_a_vit_block_that_would_not_load_back_is_refused_in_one_line(presets, dataset, tmp_path):
+    """keras_hub's ViT embedding cut out at a named block saves a config it cannot load: export
+    says so and leaves no file, instead of writing a model that cannot be read."""
+    features, model, exported = tmp_path / "f.hdf5", tmp_path / "m", tmp_path / "e.keras"
+    steps = [("extract", "--dataset", dataset, "--backbone", f"keras_hub:{presets['vit']}", "--layer",
+              f"transformer_block_{LAYERS}", "-o", features, "-q"),
+             ("classify", "-f", features, "-m", "logreg", "--save", model, "--grid", '{"C": [1]}', "-j", "1")]
+    for step in steps:
+        result = run_module(*step)
+        assert result.returncode == 0, result.stderr[-2000:]
+    result = run_module("classify", "export", "--model", model, "--output", exported)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "does not load back" in lines[-1] and "classify predict" in lines[-1], lines
+    assert not exported.exists() and not list(tmp_path.glob(".*partial*"))

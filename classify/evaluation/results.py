@@ -200,7 +200,7 @@ class ModelResult:
 
         from features import FeatureFile
 
-        from ..fusion import is_fused, read_fused
+        from ..fusion import check_same_scales, is_fused, read_fused
         from .label_issues import out_of_fold_probabilities, rank_label_issues
 
         if self.train_indices is None:
@@ -211,6 +211,7 @@ class ModelResult:
         train = np.asarray(self.train_indices)
         if is_fused(self.provenance):  # the rows joined and scaled again, as the run read them
             data = read_fused(self.provenance["features"], allow_partial=True, mirrors=False)
+            check_same_scales(data.provenance["scales"], self.provenance["scales"], self.features_path)
             X, y, paths = data.X[train], data.y[train], data.paths
         else:
             with FeatureFile(self.features_path, allow_partial=True) as ff:

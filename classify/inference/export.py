@@ -165,7 +165,8 @@ def exported_model(model_path: str | os.PathLike, *, weights: str | os.PathLike 
 
     parts = card_parts(card)
     classes = [card["classes"][int(label)] for label in estimator.classes_]
-    size = check_fusable(backbones, model_path)
+    size = check_fusable([loaded.image_size for loaded in backbones],
+                         [resize_of(ext) for ext, _ in parts], model_path)
     images = keras.Input((size, size, 3), name="images")
     if len(parts) == 1:
         features = part_features(images, backbones[0], parts[0][0])
@@ -197,7 +198,7 @@ def export_metadata(card: dict[str, Any], backbones: list[Any], classes: list[st
                                and Path(ext["weights_path"]).name}}
 
     each = [described(loaded, ext) for loaded, (ext, _) in zip(backbones, parts, strict=True)]
-    resize = list(dict.fromkeys(ext.get("interpolation") or "nearest" for ext, _ in parts))
+    resize = list(dict.fromkeys(resize_of(ext) for ext, _ in parts))  # one: check_fusable
     metadata = {
         "classes": classes,
         "model": card.get("model"),
@@ -215,14 +216,37 @@ def export_metadata(card: dict[str, Any], backbones: list[Any], classes: list[st
     return metadata
 
 
-def check_fusable(backbones: list[Any], model_path: str | os.PathLike) -> int:
-    """The one input size of the backbones; a fused model whose backbones take different sizes
-    is refused in one line."""
-    sizes = sorted({loaded.image_size for loaded in backbones})
-    if len(sizes) > 1:
-        raise ExportError(f"{model_path}: its fused backbones take images of {', '.join(map(str, sizes))} "
-                          "pixels, and an exported model has one input; use classify predict, which "
-                          "resizes for each, or fuse files extracted at one --image-size")
+def resize_of(extraction: dict[str, Any]) -> str:
+    """The resize filter a part's images got (files that predate the setting: ``nearest``).
+
+    Examples
+    --------
+    >>> resize_of({"interpolation": "bilinear"}), resize_of({})
+    ('bilinear', 'nearest')
+    """
+    return str(extraction.get("interpolation") or "nearest")
+
+
+def check_fusable(sizes: list[int], resizes: list[str], model_path: str | os.PathLike) -> int:
+    """The one input size of a model's backbones (each part's image size and resize filter);
+    a fused model whose parts take different sizes, or resize with different filters, is
+    refused in one line: an exported model has one input, which a caller resizes one way.
+
+    Examples
+    --------
+    >>> check_fusable([224, 224], ["nearest", "nearest"], "m.joblib")
+    224
+    """
+    if len(set(sizes)) > 1:
+        raise ExportError(f"{model_path}: its fused backbones take images of "
+                          f"{', '.join(map(str, sorted(set(sizes))))} pixels, and an exported model has "
+                          "one input; use classify predict, which resizes for each, or fuse files "
+                          "extracted at one --image-size")
+    if len(set(resizes)) > 1:
+        raise ExportError(f"{model_path}: its fused files were resized with different filters "
+                          f"({', '.join(dict.fromkeys(resizes))}), and an exported model's input is "
+                          "resized one way; use classify predict, which resizes for each, or fuse files "
+                          "extracted with one --interpolation")
     return sizes[0]
 
 
@@ -308,6 +332,7 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, *,
     partial = output.with_name(f".{output.stem}.partial.keras")
     try:
         network.save(partial)
+        loads_back(partial, output)
         with zipfile.ZipFile(partial, "a") as archive:
             archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=2, default=str) + "\n")
         os.replace(partial, output)
@@ -319,6 +344,21 @@ def export_model(model_path: str | os.PathLike, output: str | os.PathLike, *,
         partial.unlink(missing_ok=True)
     size = metadata["input"]["shape"]
     return ExportedModel(output, metadata["classes"], (size[0], size[1], 3), metadata)
+
+
+def loads_back(written: Path, output: Path) -> None:
+    """Refuse (one line) a written model that Keras cannot load again: a file that exports
+    but does not load is of no use where it is deployed. Some layers save a config their own
+    constructor refuses (keras_hub's ViT embedding, cut out of its backbone at a named block).
+    The caller removes ``written``."""
+    import keras
+
+    try:
+        keras.saving.load_model(written, compile=False)
+    except Exception as exc:  # Keras raises TypeError, ValueError or its own errors from a config
+        raise ExportError(f"{output}: the exported model does not load back ({first_line(exc)}); "
+                          "export one extracted from the backbone's default layer, or use classify "
+                          "predict") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

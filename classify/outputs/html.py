@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ClassifyError
+from ..fusion import features_name
 from .registry import Output, register_output
 
 #: Thumbnails' longest side, in pixels.
@@ -149,7 +150,8 @@ def report_context(runs: Mapping[str, Mapping[str, Any]], significance: Any) -> 
                        "settings": json.dumps(run.get("settings"), indent=2, default=str)})
     figure = precision_figure({name: run["report"] for name, run in runs.items()}, labels)
     return {
-        "title": f"featurebank: {', '.join(runs)} on {Path(str(first.get('features', ''))).name}",
+        "title": f"featurebank: {', '.join(runs)} on "
+                 f"{features_name(str(first.get('features', '')), first.get('provenance'))}",
         "features": first.get("features"), "labels": labels, "models": models,
         "pairs": significance.pairs, "significance": significance, "per_class": _per_class(runs, labels),
         "names": list(runs), "precision_png": figure_uri(figure),

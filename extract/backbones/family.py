@@ -210,6 +210,11 @@ class BaseBackboneFamily:
         ``keras.utils.load_img`` (the published recipe) resizes."""
         return "nearest"
 
+    def default_pooling(self, backbone: str, weights: str | None) -> str:
+        """The pooling of a run that names no ``--pooling``: ``flatten``, the whole last map,
+        as the published recipe keeps it."""
+        return "flatten"
+
     def claims(self, backbone: str, weights: str | None) -> bool:
         raise NotImplementedError
 

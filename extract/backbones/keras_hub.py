@@ -66,9 +66,10 @@ _SHARDED_WEIGHTS_FILE = "model.weights.json"
 
 @dataclass(frozen=True)
 class HubPreset:
-    """A preset the family knows: name, input side, token width and the projection's width
-    (CLIP), for ``--list-backbones``; ``published`` holds linear-probe accuracies from papers
-    (not measured here)."""
+    """A preset the family knows: name, input side, token width, the projection's width
+    (CLIP) and whether its token layers start with a class token (SigLIP's do not), for
+    ``--list-backbones`` and the default pooling; ``published`` holds linear-probe accuracies
+    from papers (not measured here)."""
 
     name: str
     architecture: str
@@ -76,6 +77,7 @@ class HubPreset:
     width: int
     projection: int | None = None
     published: dict[str, float] = field(default_factory=dict)
+    class_token: bool = True
 
 
 def _presets() -> tuple[HubPreset, ...]:
@@ -90,10 +92,9 @@ def _presets() -> tuple[HubPreset, ...]:
             HubPreset("clip_vit_base_patch16", "CLIP", 224, 768, 512),
             HubPreset("clip_vit_large_patch14", "CLIP", 224, 1024, 768, published=clip_probe),
             HubPreset("clip_vit_large_patch14_336", "CLIP", 336, 1024, 768)]
-    siglip = [HubPreset("siglip_base_patch16_224", "SigLIP", 224, 768),
-              HubPreset("siglip_large_patch16_384", "SigLIP", 384, 1024),
-              HubPreset("siglip_so400m_patch14_224", "SigLIP", 224, 1152),
-              HubPreset("siglip_so400m_patch14_384", "SigLIP", 384, 1152)]
+    siglip = [HubPreset(name, "SigLIP", side, w, class_token=False) for name, side, w in
+              (("siglip_base_patch16_224", 224, 768), ("siglip_large_patch16_384", 384, 1024),
+               ("siglip_so400m_patch14_224", 224, 1152), ("siglip_so400m_patch14_384", 384, 1152))]
     vit = [HubPreset(f"vit_{size}_patch16_{side}_imagenet", "ViT", side, w) for size, w in
            (("base", 768), ("large", 1024)) for side in (224, 384)]
     return (*dino, *clip, *siglip, *vit)
@@ -137,8 +138,10 @@ def recorded_name(preset: str) -> str:
 
 
 def is_local(preset: str) -> bool:
-    """True for a local preset directory, as keras_hub decides it: not a built-in name nor a
-    handle (``scheme://``).
+    """True for a local preset directory: not a handle (``scheme://``), and a path that exists,
+    or one written as a path (a separator, or a leading ``.`` or ``~``). Decided without
+    importing keras_hub, which the settings' checks run before TensorFlow's start-up lines
+    are hidden.
 
     Examples
     --------
@@ -147,9 +150,8 @@ def is_local(preset: str) -> bool:
     """
     if "://" in preset:
         return False
-    from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
-
-    return preset not in BUILTIN_PRESETS
+    return (os.path.exists(os.path.expanduser(preset)) or os.sep in preset or "/" in preset
+            or preset.startswith((".", "~")))
 
 
 def _handle(preset: str) -> str:
@@ -197,6 +199,8 @@ def preset_weights_sha256(directory: str | os.PathLike) -> str:
 def _not_had(preset: str, exc: BaseException) -> WeightsError:
     """The one-line error for a preset that cannot be had."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if is_local(preset) and not Path(preset).is_dir():
+        first = "no such directory"  # keras_hub's own message lists every built-in preset
     if is_local(preset):
         return WeightsError(
             f"keras_hub preset directory {preset} cannot be read ({first}); make one with "
@@ -211,6 +215,11 @@ def _not_had(preset: str, exc: BaseException) -> WeightsError:
 DEFAULT_LAYERS = {"DINOV2Backbone": "layernorm", "CLIPBackbone": "layer_norm",
                   "CLIPVisionEncoder": "layer_norm", "SigLIPBackbone": "post_layer_norm",
                   "SigLIPVisionEncoder": "post_layer_norm", "ViTBackbone": "vit_encoder"}
+
+
+#: The backbone classes (``config.json``'s ``class_name``) whose token layers start with a
+#: class token (ViT's unless its config says ``use_class_token: false``).
+_CLASS_TOKEN_CLASSES = ("DINOV2Backbone", "CLIPBackbone", "CLIPVisionEncoder", "ViTBackbone")
 
 
 @dataclass(frozen=True)
@@ -396,6 +405,23 @@ class KerasHubFamily(BaseBackboneFamily):
         converter = _local_json(preset_of(backbone), _CONVERTER_FILE) or {}
         return str(converter.get("config", {}).get("interpolation", "bilinear"))
 
+    def default_pooling(self, backbone: str, weights: str | None) -> str:
+        """``cls`` where the preset's token layers start with a class token (CLIP's default
+        then gives the representation its paper probed, before the projection), ``mean``
+        where they have none (SigLIP), decided without building the model: from a local
+        directory's ``config.json``, else from the listed preset a name or handle names;
+        ``mean`` for a preset neither says, as every token layer takes it."""
+        preset = preset_of(backbone)
+        config = _local_json(preset, "config.json")
+        if config is not None:
+            known = config.get("class_name") in _CLASS_TOKEN_CLASSES
+            return "cls" if known and config.get("config", {}).get("use_class_token", True) else "mean"
+        listed = {p.name: p for p in HUB_PRESETS}
+        names = [part for part in preset.split("://", 1)[-1].split("/") if part in listed]
+        if names:
+            return "cls" if listed[names[0]].class_token else "mean"
+        return "mean"
+
     def _converter_size(self, preset: str) -> int | None:
         converter = _local_json(preset, _CONVERTER_FILE)
         size = (converter or {}).get("config", {}).get("image_size")
@@ -438,8 +464,9 @@ class KerasHubFamily(BaseBackboneFamily):
         layers = tuple(request.layers or (taps.default,))
         model = hub_feature_model(taps, layers, request.pooling, precision, size, scale, offset)
         # Where the weights were read (for a named preset, keras_hub's download: a complete
-        # preset directory), so that predict rebuilds from it, offline too.
-        sha, where = "none", preset if is_local(preset) else ""
+        # preset directory), so that predict rebuilds from it, offline too; without weights,
+        # the preset itself (a directory, name or handle), which rebuild reads from here.
+        sha, where = "none", preset
         if request.weights is not None:
             where = str(Path(_weights_file(preset)).resolve())
             sha = preset_weights_sha256(Path(where).parent)
@@ -468,8 +495,8 @@ class KerasHubFamily(BaseBackboneFamily):
         the preset directory (or its weights file) to read instead."""
         arguments = super().rebuild_arguments(attrs)
         where = weights if weights is not None else attrs.get("weights_path") or attrs.get("keras_hub_preset")
-        if where:
-            preset = str(Path(where).parent if Path(where).is_file() else where)
+        if where:  # a handle is no path (Path would fold its "//")
+            preset = str(Path(where).parent) if is_local(where) and Path(where).is_file() else str(where)
         else:
             preset = str(attrs["backbone"])[len(RECORDED_PREFIX):]
         if is_local(preset) and not Path(preset).is_dir():

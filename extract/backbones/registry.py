@@ -222,6 +222,22 @@ def default_interpolation(name: str, weights: str | None) -> str:
     return method(name, weights) if method is not None else "nearest"
 
 
+def default_pooling(name: str, weights: str | None) -> str:
+    """The pooling of a run that names no ``--pooling``, as the family that claims the backbone
+    says (``flatten`` for a family that says nothing).
+
+    Examples
+    --------
+    >>> default_pooling("vgg16", "imagenet"), default_pooling("keras_hub:clip_vit_base_patch16", None)
+    ('flatten', 'cls')
+    >>> default_pooling("keras_hub:siglip_base_patch16_224", None)
+    'mean'
+    """
+    family = family_for(name, weights)
+    method = getattr(family, "default_pooling", None)  # optional for families of one's own
+    return method(name, weights) if method is not None else "flatten"
+
+
 def needs_top(name: str, layers: Sequence[str] | None, weights: str | None = "imagenet") -> bool:
     """True when one of ``layers`` exists only in the model with its top.
 
