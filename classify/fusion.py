@@ -157,7 +157,8 @@ def join_order(first: FeatureData, other: FeatureData) -> np.ndarray:
     where = {path: i for i, path in enumerate(other.paths)}
     missing = next((p for p in first.paths if p not in where), None)
     if missing is None and len(other.paths) != len(first.paths):
-        extra = next(p for p in other.paths if p not in set(first.paths))
+        ours = set(first.paths)
+        extra = next(p for p in other.paths if p not in ours)
         raise FusionError(f"{pair} hold different images: {extra} is in {other.path} only; fuse files "
                           "extracted from the same images")
     if missing is not None:

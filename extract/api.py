@@ -420,7 +420,7 @@ def _repair(path: Path) -> None:
     """Drop the damaged rows of ``path`` (an output about to be continued or extended), so that
     the run extracts their images again; refuse a file whose metadata is damaged."""
     from features import FeatureFileError
-    from features.checksums import H5_ERRORS, format_ranges
+    from features.checksums import H5_ERRORS, format_ranges, one_line
     from features.writer import repair
 
     try:
@@ -429,8 +429,7 @@ def _repair(path: Path) -> None:
         fix = "" if "--overwrite" in str(exc) else "; pass --overwrite to replace it"
         raise ExtractError(f"{exc}{fix}") from None
     except H5_ERRORS as exc:  # a source the check could read but the rewrite cannot
-        detail = " ".join(str(exc).split())[:160]
-        raise ExtractError(f"{path}: cannot be repaired ({detail}); python -m extract --verify {path} "
+        raise ExtractError(f"{path}: cannot be repaired ({one_line(exc)}); python -m extract --verify {path} "
                            "names the damage, or pass --overwrite to extract it again") from None
     if found.damaged:
         log.warning(f"warning: {path}: damaged rows {format_ranges(found.damaged)} dropped, extracting "

@@ -193,8 +193,6 @@ class ExtractSettings:
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
         object.__setattr__(self, "layers", _layer_names(self.layers))
         _check_counts_and_model(self)
-        if self.interpolation is None:  # the backbone is known to be good by now
-            object.__setattr__(self, "interpolation", default_interpolation(self.backbone, self.weights))
         _check_choices(self)
 
     def keywords(self) -> dict[str, Any]:
@@ -229,8 +227,11 @@ def _check_counts_and_model(s: ExtractSettings) -> None:
                                  or not all(isinstance(layer, str) and layer for layer in s.layers)):
         raise SettingsError(f"layers (--layer) must be a list of layer names, got {s.layers!r}")
     layers = list(s.layers) if s.layers is not None else None
-    if s.pooling is None:  # the family that claims the backbone says (an unknown one: refused here)
+    # What the run leaves out, the family that claims the backbone says (an unknown one: refused here).
+    if s.pooling is None:
         object.__setattr__(s, "pooling", default_pooling(s.backbone, s.weights))
+    if s.interpolation is None:
+        object.__setattr__(s, "interpolation", default_interpolation(s.backbone, s.weights))
     check_backbone_settings(s.backbone, s.weights, s.pooling, s.image_size, s.precision, layers, s.preprocess)
     if s.layout is not None:
         layout_named(s.layout)

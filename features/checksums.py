@@ -63,8 +63,14 @@ REPAIR = "run the same extract command again to re-extract them (the intact rows
 START_OVER = "delete it (or pass extract --overwrite) and extract it again"
 
 
-def _detail(exc: BaseException) -> str:
-    """``exc``'s message on one line, at most 160 characters."""
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line, at most 160 characters (HDF5's run to several).
+
+    Examples
+    --------
+    >>> one_line(OSError("truncated   file"))
+    'truncated file'
+    """
     return " ".join(str(exc).split())[:160]
 
 
@@ -76,7 +82,7 @@ def metadata_damage(name: str, exc: BaseException) -> str:
     >>> metadata_damage("f.hdf5", OSError("bad object header")).startswith("f.hdf5: damaged")
     True
     """
-    return f"{name}: damaged feature file, it cannot be read ({_detail(exc)}); {START_OVER}"
+    return f"{name}: damaged feature file, it cannot be read ({one_line(exc)}); {START_OVER}"
 
 
 def unreadable(name: str, exc: BaseException) -> str:
@@ -88,7 +94,7 @@ def unreadable(name: str, exc: BaseException) -> str:
     >>> unreadable("f.hdf5", OSError("Input/output error"))
     'f.hdf5: cannot be read (Input/output error); python -m extract --verify f.hdf5 checks it'
     """
-    return f"{name}: cannot be read ({_detail(exc)}); python -m extract --verify {name} checks it"
+    return f"{name}: cannot be read ({one_line(exc)}); python -m extract --verify {name} checks it"
 
 
 def open_readable(path: Path) -> h5py.File:
@@ -105,9 +111,8 @@ def open_readable(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except H5_ERRORS as exc:
-        detail = " ".join(str(exc).split())[:160]
         raise FeatureFileError(
-            f"{name}: HDF5 file cannot be opened, it may be truncated or corrupt ({detail}); "
+            f"{name}: HDF5 file cannot be opened, it may be truncated or corrupt ({one_line(exc)}); "
             f"{START_OVER}"
         ) from None
 
@@ -184,7 +189,6 @@ def bad_string_blocks(ds: h5py.Dataset, rows: int) -> list[tuple[int, int]]:
         if not ok:
             bad.append((start, min(stop, rows)))
     return bad
-
 
 
 def plain_attr(value: Any) -> Any:

@@ -106,12 +106,7 @@ class FeatureFile:
         self.dim = int(features.shape[1])
         self.dtype = str(features.dtype)
         self.label_names = decode_strings(f[schema.LABEL_NAMES][()])
-        try:
-            self._read_rows(n)
-        except FeatureFileError:
-            raise
-        except checksums.H5_ERRORS as exc:
-            raise self._damaged(exc) from None
+        self._read_rows(n)  # an HDF5 error here is named by __init__, as _damaged says
         self.has_mirrors = schema.MIRROR_FEATURES in f
         augment = self.attrs.get("augment", schema.ATTR_DEFAULTS["augment"])
         if self.has_mirrors != (augment == "flip"):

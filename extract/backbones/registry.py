@@ -217,9 +217,7 @@ def default_interpolation(name: str, weights: str | None) -> str:
     >>> default_interpolation("vgg16", "imagenet"), default_interpolation("keras_hub:dinov2_base", None)
     ('nearest', 'bilinear')
     """
-    family = family_for(name, weights)
-    method = getattr(family, "default_interpolation", None)  # optional for families of one's own
-    return method(name, weights) if method is not None else "nearest"
+    return _family_default("interpolation", name, weights)
 
 
 def default_pooling(name: str, weights: str | None) -> str:
@@ -233,9 +231,18 @@ def default_pooling(name: str, weights: str | None) -> str:
     >>> default_pooling("keras_hub:siglip_base_patch16_224", None)
     'mean'
     """
-    family = family_for(name, weights)
-    method = getattr(family, "default_pooling", None)  # optional for families of one's own
-    return method(name, weights) if method is not None else "flatten"
+    return _family_default("pooling", name, weights)
+
+
+#: What a run gets for a setting it leaves out from a family that says nothing of it.
+_FALLBACKS = {"pooling": "flatten", "interpolation": "nearest"}
+
+
+def _family_default(setting: str, name: str, weights: str | None) -> str:
+    """``setting``'s default as the family that claims the backbone says (its
+    ``default_<setting>``, optional for families of one's own), else :data:`_FALLBACKS`'."""
+    method = getattr(family_for(name, weights), f"default_{setting}", None)
+    return method(name, weights) if method is not None else _FALLBACKS[setting]
 
 
 def needs_top(name: str, layers: Sequence[str] | None, weights: str | None = "imagenet") -> bool:
