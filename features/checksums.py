@@ -1,13 +1,15 @@
 """Checksums of feature files: how damage is written down, found, and named by rows.
 
-Why two kinds (their cost measured by ``scripts/bench_checksums.py``, figures in
+Why three kinds (their cost measured by ``scripts/bench_checksums.py``, figures in
 docs/performance.md):
 
-* ``features``, ``mirror_features`` and ``labels`` are chunked datasets with HDF5's own
-  Fletcher-32 filter, in every part file and in the finished file. HDF5 checks a chunk each
-  time it reads it, also through the virtual datasets of an unfinished file's index (a read of
-  the index fails on a damaged source chunk), so every read that uses the rows is verified at
-  no cost beyond the checksum itself.
+* A finished file's ``features`` and ``mirror_features`` carry the xxh3 digest of every block
+  of about 1 MiB of rows (:mod:`features.digests`), checked by every read of them: HDF5's
+  Fletcher-32 filter would make the read of a large file several times slower.
+* Part files' ``features`` and ``mirror_features``, and ``labels`` everywhere, are chunked
+  with HDF5's own Fletcher-32 filter. HDF5 checks a chunk each time it reads it, also through
+  the virtual datasets of an unfinished file's index (a read of the index fails on a damaged
+  source chunk). Part files are written once and read once, when the file is finished.
 * ``paths`` and ``splits`` are variable-length strings, which HDF5 refuses to filter ("not
   suitable for filters"); even if it took them, the filter would cover the heap references,
   not the text in the global heap. So each such dataset carries the SHA-256 of every block of
@@ -37,8 +39,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import schema
-from .errors import FeatureFileError
+from . import digests, schema
+from .errors import H5_ERRORS, FeatureFileError
 
 #: Rows per SHA-256 of a string dataset: small, so that damage costs few rows to re-extract.
 DIGEST_ROWS = 256
@@ -48,16 +50,12 @@ DIGEST_ATTR = "sha256_blocks"
 METADATA_ATTR = "metadata_sha256"
 #: File attribute of a file written with checksums, naming them.
 CHECKSUMS_ATTR = "checksums"
-CHECKSUMS = "fletcher32+sha256"
+CHECKSUMS = "xxh3+fletcher32+sha256"
 #: HDF5 file-format versions written: 1.10's, whose metadata carries checksums of its own (the
 #: earliest format's has none, so a flipped bit there is read as another value).
 LIBVER = ("v110", "latest")
 #: The datasets with one entry per row.
 ROW_DATASETS = (schema.FEATURES, schema.MIRROR_FEATURES, schema.LABELS, schema.PATHS, schema.SPLITS)
-#: What h5py raises on a damaged file, anywhere (metadata included): HDF5's errors as OSError
-#: (or RuntimeError, KeyError, ValueError by their HDF5 error class). Not MemoryError and the
-#: like: they say nothing about the file, and are raised as they are.
-H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError)
 
 REPAIR = "run the same extract command again to re-extract them (the intact rows are kept)"
 START_OVER = "delete it (or pass extract --overwrite) and extract it again"
@@ -336,7 +334,14 @@ def source_damage(source: Path, rows: int, names: Sequence[str] = ROW_DATASETS) 
                     continue
                 ds = g[name]
                 strings = h5py.check_string_dtype(ds.dtype) is not None
-                bad += bad_string_blocks(ds, rows) if strings else _numeric_damage(ds, rows)
+                if strings:
+                    bad += bad_string_blocks(ds, rows)
+                elif digests.has_digests(ds):
+                    bad += digests.damaged_ranges(ds, rows)
+                elif digests.lost(ds, g.attrs.get(CHECKSUMS_ATTR, "")):
+                    bad.append((0, rows))
+                else:
+                    bad += _numeric_damage(ds, rows)
             return merge_ranges(bad)
     except H5_ERRORS:
         return [(0, rows)] if rows else []
@@ -390,7 +395,7 @@ class Verification:
 
 
 def verify_file(path: str | os.PathLike) -> Verification:
-    """Check every committed row of a feature file, chunk by chunk, and name the damaged ones.
+    """Check every committed row of a feature file, block by block, and name the damaged ones.
 
     Raises
     ------

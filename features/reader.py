@@ -9,7 +9,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import checksums, schema
+from . import checksums, digests, schema
 from .checksums import metadata_damage, open_readable, plain_attr, unreadable
 from .errors import FeatureFileError
 
@@ -182,7 +182,7 @@ class FeatureFile:
     def _damaged(self, exc: BaseException) -> FeatureFileError:
         """The error of a read that failed, as ``extract --verify`` would name it: damaged
         metadata (the file must be extracted again), else the damaged rows when a
-        chunk-by-chunk check names them (the extract command re-extracts them)."""
+        block-by-block check names them (the extract command re-extracts them)."""
         name = str(self.path)
         try:
             checksums.check_metadata(self._file, name)
@@ -227,7 +227,9 @@ class FeatureFile:
 
     @property
     def features(self) -> h5py.Dataset:
-        """The ``features`` dataset itself, for reading slices without loading it all."""
+        """The ``features`` dataset itself, for its shape and for reading slices without loading
+        it all; a finished file's slices read from it are not checked against their digests
+        (:meth:`load_features` and :func:`features.digests.read_window` check them)."""
         return self._file[schema.FEATURES]
 
     def load_features(self, dtype: str = "float32") -> np.ndarray:
@@ -253,12 +255,43 @@ class FeatureFile:
     def _load(self, key: str, dtype: str) -> np.ndarray:
         if self.n_rows == 0:
             return np.empty((0, self.dim), dtype=dtype)
-        # astype converts in HDF5 while reading, without a second full-size copy. HDF5 checks
-        # each chunk's Fletcher-32 as it reads it (through an index's virtual datasets too).
+        ds, name = self._file[key], str(self.path)
         try:
-            return self._file[key].astype(dtype)[: self.n_rows]
+            if digests.has_digests(ds):  # a finished file: its blocks checked as they are read
+                rows, damaged = digests.read_window(ds, 0, self.n_rows, dtype)
+                if damaged:
+                    raise FeatureFileError(checksums.damage_message(name, damaged, self.n_rows))
+                return rows
+            if digests.lost(ds, self.attrs.get(checksums.CHECKSUMS_ATTR, "")):
+                raise FeatureFileError(checksums.damage_message(
+                    name, [(0, self.n_rows)], self.n_rows, f"{key} lost its block digests"))
+            # astype converts in HDF5 while reading, without a second full-size copy. HDF5
+            # checks each chunk's Fletcher-32 as it reads it (through an index's virtual
+            # datasets too); the rows of a finished file extended by this index are checked here.
+            rows = ds.astype(dtype)[: self.n_rows]
+            self._check_digested_sources(key)
+            return rows
+        except FeatureFileError:  # a ValueError too, but already the one line
+            raise
         except checksums.H5_ERRORS as exc:
             raise self._damaged(exc) from None
+
+    def _check_digested_sources(self, key: str) -> None:
+        """The rows of ``key`` that an index reads from files with block digests (the finished
+        file it extends), checked against them: HDF5 does not check digests it does not know."""
+        if not self._file[key].is_virtual:
+            return
+        damaged = []
+        for source, offset, rows in checksums.row_sources(self._file, self.path):
+            rows = min(rows, self.n_rows - offset)
+            if rows <= 0:
+                break
+            with h5py.File(source, "r") as part:
+                if digests.has_digests(part[key]):
+                    damaged += [(offset + a, offset + b) for a, b in digests.damaged_ranges(part[key], rows)]
+        if damaged:
+            raise FeatureFileError(checksums.damage_message(str(self.path), checksums.merge_ranges(damaged),
+                                                            self.n_rows))
 
     def close(self) -> None:
         """Close the file; the arrays already read stay usable.

@@ -2,7 +2,7 @@
 
 One file holds the features of one dataset extracted by one model::
 
-    features      float32 or float16 (N, D), chunked by rows   one row per image
+    features      float32 or float16 (N, D), digests per block  one row per image
     labels        int32 (N,)                                    index into label_names
     label_names   UTF-8 strings (C,)                            sorted class folder names
     paths         UTF-8 strings (N,)                            image path relative to the dataset root
@@ -105,6 +105,7 @@ FEATURE_DEFINING_ATTRS = (
 #: Values of feature-deciding attributes in files written before the attribute existed.
 ATTR_DEFAULTS = {"precision": "float32", "augment": "none"}
 
-#: Target size of one ``features`` chunk: whole rows, about 1 MiB, so that reading a slice of
-#: rows touches few chunks and the writer's flushes are whole chunks.
+#: Target size of one ``features`` chunk of a part file, and of one digest block of a finished
+#: file: whole rows, about 1 MiB, so that a slice of rows touches few of them and damage costs
+#: few rows to re-extract.
 CHUNK_BYTES = 1 << 20

@@ -12,7 +12,7 @@ Committed data is never rewritten in place. Every ``buffer_size`` rows the write
 So at any moment, SIGKILL and power loss included, ``<output>`` is either the previous index
 or the next one: a valid feature file whose rows are all committed, which ``python -m extract``
 can extend from where it stopped. When the run finishes, the parts are copied into one
-self-contained file (plain chunked datasets, no virtual ones) that replaces the index, and the
+self-contained file (plain datasets, no virtual ones) that replaces the index, and the
 parts folder is removed. Only the file being written can be lost, never a committed one.
 
 A finished file can be extended the same way: it becomes the first part (by a hard link, not a
@@ -35,7 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import checksums, schema
+from . import checksums, digests, schema
 from .errors import FeatureFileError
 from .reader import decode_strings
 
@@ -200,8 +200,8 @@ def write_part_file(
     # Chunks are allocated whole: round the rows up to them (labels' chunk is never larger).
     nbytes = _size_bound(-(-n // feature_chunk) * feature_chunk, dim * len(arrays), dtype, strings,
                          string_columns=columns)
-    # Chunked with Fletcher-32 like the finished file: HDF5 checks each chunk on every read,
-    # through the index's virtual datasets too (see features.checksums).
+    # Chunked with Fletcher-32: HDF5 checks each chunk on every read, through the index's
+    # virtual datasets too (see features.checksums).
     with _atomic_large_h5(path, nbytes, cache=4 * feature_chunk * dim * np.dtype(dtype).itemsize) as f:
         for name, blocks in arrays:
             feats = f.create_dataset(name, shape=(n, dim), maxshape=(None, dim), dtype=dtype,
@@ -304,6 +304,45 @@ def _runs(keep: np.ndarray) -> list[tuple[int, int]]:
     """
     edges = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _kept_blocks(f: h5py.File, src: Path, names: Collection[str], keep: np.ndarray, block: int
+                 ) -> Iterator[tuple[list[tuple[int, int]], dict[str, Any]]]:
+    """For each block of ``block`` rows of the source ``f`` that keeps rows: its runs of kept
+    rows (counted from the block's start) and each dataset's values, indexable by those runs.
+    Rows with block digests are read by whole digest blocks and checked (a copy must not give
+    damaged rows fresh digests); the others only where kept (a dropped row's chunk may be
+    damaged, and HDF5's Fletcher-32 would refuse it)."""
+    rows = len(keep)
+    for start in range(0, rows, block):
+        stop = min(start + block, rows)
+        runs = _runs(keep[start:stop])
+        if not runs:
+            continue
+        values: dict[str, Any] = {}
+        for name in names:
+            ds = f[name]
+            if digests.has_digests(ds):
+                values[name], damaged = digests.read_window(ds, start, stop)
+                bad = [(a, b) for a, b in damaged if keep[a:b].any()]
+                if bad:
+                    raise FeatureFileError(
+                        f"{src}: {name} rows {checksums.format_ranges(bad)} do not match their "
+                        "checksums; run python -m extract --verify on the feature file, then the "
+                        "same extract command again to re-extract them")
+            else:
+                values[name] = _RunsOf(ds, start)
+        yield runs, values
+
+
+class _RunsOf:
+    """``ds[start + a : start + b]`` as ``self[a:b]``: reads only the rows asked for."""
+
+    def __init__(self, ds: h5py.Dataset, start: int) -> None:
+        self.ds, self.start = ds, start
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.ds[self.start + rows.start : self.start + rows.stop]
 
 
 class FeatureWriter:
@@ -747,6 +786,7 @@ class FeatureWriter:
         if self.splits:  # no split name is longer than the longest: no need to read them
             strings.extend([max(schema.SPLIT_NAMES, key=len)] * total)
         n_features = 2 if self.mirrors else 1
+        # chunked: labels and strings are chunked (the features no longer, an over-estimate).
         nbytes = n_features * _size_bound(total, self.dim, self.dtype, strings, chunked=True,
                                           string_columns=2 if self.splits else 1)
         with _atomic_large_h5(self.path, nbytes) as out:
@@ -776,46 +816,49 @@ class FeatureWriter:
 
     def _finished_datasets(self, out: h5py.File, total: int) -> dict[str, h5py.Dataset]:
         """Create the per-row datasets of a finished file of ``total`` rows, by name: the
-        numeric ones with Fletcher-32, the strings' digests written by :meth:`_copy_kept_rows`."""
-        feature_chunks = (min(chunk_rows(self.dim, self.dtype), max(total, 1)), self.dim)
-        specs = [(schema.FEATURES, (self.dim,), self.dtype, feature_chunks)]
-        if self.mirrors:
-            specs.append((schema.MIRROR_FEATURES, (self.dim,), self.dtype, feature_chunks))
-        specs += [(schema.LABELS, (), schema.LABEL_DTYPE, (_ROW_CHUNK,)),
-                  (schema.PATHS, (), _STR, (_ROW_CHUNK,))]
-        if self.splits:
-            specs.append((schema.SPLITS, (), _STR, (_ROW_CHUNK,)))
-        return {
-            name: out.create_dataset(name, shape=(total, *tail), maxshape=(None, *tail), dtype=dtype,
-                                     chunks=chunks, fletcher32=not _is_string(dtype))
-            for name, tail, dtype, chunks in specs
-        }
+        feature rows contiguous (their block digests, and the strings', written by
+        :meth:`_copy_kept_rows`), ``labels`` with Fletcher-32 (see features.checksums)."""
+        features = [schema.FEATURES, schema.MIRROR_FEATURES] if self.mirrors else [schema.FEATURES]
+        columns = {name: out.create_dataset(name, shape=(total, self.dim), dtype=self.dtype)
+                   for name in features}
+        columns[schema.LABELS] = out.create_dataset(
+            schema.LABELS, shape=(total,), maxshape=(None,), dtype=schema.LABEL_DTYPE,
+            chunks=(_ROW_CHUNK,), fletcher32=True)
+        for name in [schema.PATHS, schema.SPLITS] if self.splits else [schema.PATHS]:
+            columns[name] = out.create_dataset(name, shape=(total,), maxshape=(None,), dtype=_STR,
+                                               chunks=(_ROW_CHUNK,))
+        return columns
 
     def _copy_kept_rows(
         self, sources: list[tuple[Path, int]], keeps: list[np.ndarray], columns: dict[str, h5py.Dataset]
     ) -> None:
         """Copy the rows of ``sources`` that ``keeps`` keeps into ``columns``, in order, block by
-        block of whole chunks (bounded memory), reading only kept rows; then record the string
-        columns' digests of what was written."""
-        block = chunk_rows(self.dim, self.dtype) * 16
+        block of whole chunks (bounded memory), reading only kept rows (but whole digest
+        blocks of a source with them, checked); then record the digests of what was written."""
+        per_block = chunk_rows(self.dim, self.dtype)
         strings = {name: [] for name, ds in columns.items() if _is_string(ds.dtype)}
+        rows_digests = {name: digests.RowDigests(per_block, self.dtype)
+                        for name in (schema.FEATURES, schema.MIRROR_FEATURES) if name in columns}
         at = 0
-        for (src, rows), keep in zip(sources, keeps, strict=True):
+        for (src, _), keep in zip(sources, keeps, strict=True):
             if not keep.any():  # nothing to copy: the source may not even open
                 continue
             with h5py.File(src, "r") as f:
                 self._check_source_strings(f, src, strings, keep)
-                for start in range(0, rows, block):
-                    stop = min(start + block, rows)
-                    for a, b in _runs(keep[start:stop]):
+                for runs, values in _kept_blocks(f, src, columns, keep, per_block * 16):
+                    for a, b in runs:
                         for name, ds in columns.items():
-                            values = f[name][start + a : start + b]
-                            ds[at : at + b - a] = values
+                            kept = values[name][a:b]
+                            ds[at : at + b - a] = kept
                             if name in strings:
-                                strings[name].extend(values)
+                                strings[name].extend(kept)
+                            if name in rows_digests:
+                                rows_digests[name].add(kept)
                         at += b - a
         for name, values in strings.items():
             columns[name].attrs[checksums.DIGEST_ATTR] = checksums.string_digests(values)
+        for name, digester in rows_digests.items():
+            digester.seal(columns[name])
 
     @staticmethod
     def _check_source_strings(f: h5py.File, src: Path, names: Collection[str], keep: np.ndarray) -> None:

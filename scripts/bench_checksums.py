@@ -7,10 +7,12 @@ float32, VGG16 flatten at 224 pixels; 2.2 GB) twice, in batches of 32 rows with 
 * *baseline*: the feature store of ``--baseline REV`` (default :data:`BASELINE`, the commit
   before checksums; ``git show REV:features/``, loaded as a package of its own): contiguous
   part files, no Fletcher-32, no digests;
-* *checksums*: this checkout's ``features`` (Fletcher-32 on chunked part and finished files,
-  SHA-256 block digests of paths and splits, HDF5 1.10 metadata checksums).
+* *checksums*: this checkout's ``features`` (Fletcher-32 on chunked part files, xxh3 block
+  digests of the finished file's feature rows, read by ``features.digests.READ_THREADS``
+  threads, SHA-256 block digests of paths and splits, HDF5 1.10 metadata checksums).
 
-Then reads each back as ``classify`` does (``FeatureFile`` then ``load_features``), and times
+Then reads each back as ``classify`` does (``FeatureFile`` then ``load_features``; the
+checksummed file also with one reading thread), and times
 ``verify_file`` (what ``extract --verify`` and every extract run on an existing file do), and
 prints the figures side by side with their ratios. Reads come from the page cache (the file
 was just written): the worst case for the checksums' share.
@@ -147,6 +149,10 @@ def main() -> None:
                     for _ in range(args.reads):
                         times[label].setdefault("read", []).append(read(package, path))
                 if label == "checksums":
+                    threads, now.digests.READ_THREADS = now.digests.READ_THREADS, 1
+                    for _ in range(args.reads):
+                        times[label].setdefault("read1", []).append(read(package, path))
+                    now.digests.READ_THREADS = threads
                     start = time.perf_counter()
                     assert not verify_file(path).damaged
                     times[label].setdefault("verify", []).append(time.perf_counter() - start)
@@ -158,6 +164,9 @@ def main() -> None:
         for step in ("write", "read"):
             a, b = min(times["today"][step]), min(times["checksums"][step])
             print(f"| {step} | {a:.2f} s ({gb / a:.2f} GB/s) | {b:.2f} s ({gb / b:.2f} GB/s) | {b / a:.3f} |")
+        a, b = min(times["today"]["read"]), min(times["checksums"]["read1"])
+        print(f"| read, one thread | {a:.2f} s ({gb / a:.2f} GB/s) | {b:.2f} s ({gb / b:.2f} GB/s) "
+              f"| {b / a:.3f} |")
         v = min(times["checksums"]["verify"])
         print(f"| verify (extract --verify) | - | {v:.2f} s ({gb / v:.2f} GB/s) | - |")
         if args.extract:

@@ -10,7 +10,15 @@ import h5py
 import numpy as np
 import pytest
 
-from features import FeatureFile, FeatureFileError, FeatureWriter, UnverifiedFileWarning, schema, verify_file
+from features import (
+    FeatureFile,
+    FeatureFileError,
+    FeatureWriter,
+    UnverifiedFileWarning,
+    digests,
+    schema,
+    verify_file,
+)
 from features.checksums import DIGEST_ATTR, DIGEST_ROWS, has_checksums
 from features.writer import chunk_rows, parts_dir, repair, rewrite_file
 
@@ -49,14 +57,25 @@ def chunk_offset(path: Path, name: str, index: int) -> int:
         return f[name].id.get_chunk_info(index).byte_offset
 
 
+def row_offset(path: Path, name: str, row: int) -> int:
+    """Byte offset of ``row`` of a finished file's contiguous feature dataset."""
+    with h5py.File(path, "r") as f:
+        return f[name].id.get_offset() + row * DIM * 4
+
+
 def test_every_row_dataset_carries_a_checksum(tmp_path):
     path = tmp_path / "f.hdf5"
     write(path, finish=False)
     parts = sorted(parts_dir(path).iterdir())
     write(tmp_path / "g.hdf5")
+    with h5py.File(tmp_path / "g.hdf5", "r") as f:  # finished: a digest per block of rows
+        per_block = f[schema.FEATURES].attrs[digests.BLOCK_ROWS_ATTR]
+        assert per_block == chunk_rows(DIM, "float32")
+        assert f[schema.FEATURES].attrs[digests.DIGEST_ATTR].shape == (-(-ROWS // per_block),)
     for file in [*parts, tmp_path / "g.hdf5"]:
         with h5py.File(file, "r") as f:
-            assert f[schema.FEATURES].fletcher32 and f[schema.LABELS].fletcher32
+            finished = file.name == "g.hdf5"
+            assert f[schema.FEATURES].fletcher32 != finished and f[schema.LABELS].fletcher32
             for name in (schema.PATHS, schema.SPLITS):
                 n_blocks = -(-len(f[name]) // DIGEST_ROWS)
                 assert f[name].attrs[DIGEST_ATTR].shape == (n_blocks, 32)
@@ -65,15 +84,15 @@ def test_every_row_dataset_carries_a_checksum(tmp_path):
         assert f[schema.FEATURES].is_virtual and has_checksums(f)
 
 
-def test_a_damaged_chunk_names_its_rows_in_a_finished_file(tmp_path):
+def test_a_damaged_block_names_its_rows_in_a_finished_file(tmp_path):
     path = tmp_path / "f.hdf5"
     X, _, paths = write(path)
     per_chunk = chunk_rows(DIM, "float32")
-    flip(path, chunk_offset(path, schema.FEATURES, 2) + 1000)
+    flip(path, row_offset(path, schema.FEATURES, 2 * per_chunk) + 1000)
     damaged = [(2 * per_chunk, 3 * per_chunk)]
     assert verify_file(path).damaged == damaged
     with FeatureFile(path) as ff, pytest.raises(FeatureFileError) as err:
-        ff.load_features()  # HDF5's Fletcher-32 refuses the chunk as it reads it
+        ff.load_features()  # the block's digest refuses it as it is read
     assert str(err.value) == (f"{path}: damaged rows {2 * per_chunk}-{3 * per_chunk - 1} ({per_chunk} of "
                               f"{ROWS}, counted from 0: unreadable, or their checksums do not match); run "
                               "the same extract command again to re-extract them (the intact rows are kept)")
@@ -311,3 +330,99 @@ def test_extract_verify_takes_no_lock_and_names_a_missing_file(tmp_path, capsys,
     assert main(["--verify", str(missing)]) == 1
     assert capsys.readouterr().err == (f"extract: error: {missing}: no such file; "
                                       "give the path of a feature file\n")
+
+
+def test_block_digests_do_not_depend_on_how_the_rows_were_written(tmp_path):
+    import xxhash
+
+    X, _, _ = rows(200)
+    per_block = chunk_rows(DIM, "float32")
+    pieces = digests.RowDigests(per_block, "float32")
+    for a, b in [(0, 1), (1, 90), (90, 91), (91, 200)]:
+        pieces.add(X[a:b])
+    whole = [xxhash.xxh3_64_intdigest(X[a : a + per_block].tobytes()) for a in range(0, 200, per_block)]
+    assert pieces.finish().tolist() == whole
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_and_hdf5_reads_find_the_same_damage(tmp_path, monkeypatch, threads):
+    path = tmp_path / "f.hdf5"
+    X, _, _ = write(path)
+    per_block = chunk_rows(DIM, "float32")
+    for block in (1, 5):
+        flip(path, row_offset(path, schema.FEATURES, block * per_block + 3))
+    damaged = [(per_block, 2 * per_block), (5 * per_block, min(6 * per_block, ROWS))]
+    monkeypatch.setattr(digests, "READ_THREADS", threads)
+    found = []
+    for raw in (True, False):  # past HDF5 with pread, then through HDF5 (a driver without a descriptor)
+        if not raw:
+            monkeypatch.setattr(digests, "_raw_location", lambda ds: None)
+        with h5py.File(path, "r") as f:
+            values, bad = digests.read_window(f[schema.FEATURES], 10, ROWS - 10)
+        found.append((values, bad))
+        intact = np.r_[10:per_block, 2 * per_block : 5 * per_block]
+        assert np.array_equal(values[intact - 10], X[intact])
+        assert bad == [(per_block, 2 * per_block), (5 * per_block, 6 * per_block)]
+    assert np.array_equal(found[0][0], found[1][0])
+    assert verify_file(path).damaged == damaged
+
+
+def test_float16_rows_are_checked_and_converted(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, y, paths = rows(100)
+    with FeatureWriter(path, dim=DIM, label_names=["a", "b"], attrs={}, dtype="float16") as w:
+        w.add(X, y, paths)
+    with FeatureFile(path) as ff:
+        assert np.array_equal(ff.load_features(), X.astype(np.float16).astype(np.float32))
+        assert ff.load_features("float16").dtype == np.float16
+    with h5py.File(path, "r") as f:
+        flip(path, f[schema.FEATURES].id.get_offset() + 2 * DIM * 100 - 1)  # the last row's last byte
+    assert verify_file(path).damaged[-1][1] == 100
+
+
+def test_an_extended_finished_file_checks_the_rows_it_keeps(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, _, paths = write(path)
+    extra, _, _ = rows(5, seed=1)
+    w = FeatureWriter(path, dim=DIM, label_names=["a", "b"], attrs={}, resume=True, buffer_size=5,
+                      splits=True)
+    w.add(extra, [0] * 5, [f"new/{i}" for i in range(5)], splits=["train"] * 5)
+    w.close(complete=False)  # an index over the finished file (its first part) and the new rows
+    base = next(parts_dir(path).glob("base-*"))
+    per_block = chunk_rows(DIM, "float32")
+    flip(base, row_offset(base, schema.FEATURES, 2 * per_block))
+    damaged = [(2 * per_block, 3 * per_block)]
+    with FeatureFile(path, allow_partial=True) as ff, pytest.raises(FeatureFileError,
+                                                                    match="damaged rows 174-260"):
+        ff.load_features()  # HDF5 reads the base through the index without its digests: checked after
+    assert verify_file(path).damaged == damaged
+    with pytest.raises(FeatureFileError, match=r"features rows 174-260 do not match their checksums"):
+        FeatureWriter(path, dim=DIM, label_names=["a", "b"], attrs={}, resume=True, splits=True).finish()
+    assert repair(path).damaged == damaged
+    with FeatureFile(path, allow_partial=True) as ff:
+        keep = np.r_[0 : 2 * per_block, 3 * per_block : ROWS]
+        assert np.array_equal(ff.load_features(), np.vstack([X[keep], extra]))
+        assert ff.paths == [*(paths[i] for i in keep), *(f"new/{i}" for i in range(5))]
+
+
+@pytest.mark.parametrize("edit", ["delete", "zero", "text"])
+def test_digests_lost_or_edited_are_damage_not_a_traceback(tmp_path, edit):
+    path = tmp_path / "f.hdf5"
+    write(path, n=100)
+    with h5py.File(path, "r+") as f:
+        attrs = f[schema.FEATURES].attrs
+        if edit == "delete":
+            del attrs[digests.DIGEST_ATTR]
+        else:
+            attrs[digests.BLOCK_ROWS_ATTR] = 0 if edit == "zero" else "many"
+    with FeatureFile(path) as ff, pytest.raises(FeatureFileError, match=r"^\S+: damaged rows 0-99 \(100 of"):
+        ff.load_features()
+    assert verify_file(path).damaged == [(0, 100)]
+
+
+def test_a_file_opened_without_a_descriptor_is_read_through_hdf5(tmp_path):
+    path = tmp_path / "f.hdf5"
+    X, _, _ = write(path, n=100)
+    with h5py.File(path, "r", driver="core") as f:  # the file in memory: no descriptor to read
+        values, damaged = digests.read_window(f[schema.FEATURES], 0, 100, "float64")
+    assert np.array_equal(values, X.astype(np.float64)) and damaged == []

@@ -47,7 +47,8 @@ def test_seed_keys_shapes_and_dtypes(tmp_path):
         for key in ("features", "labels", "label_names", "paths", "skipped"):
             assert key in f
         assert f["features"].shape == (25, 6) and f["features"].dtype == np.float32
-        assert f["features"].chunks[1] == 6  # chunked by whole rows
+        assert f["features"].chunks is None  # contiguous: read past HDF5 by block (features.digests)
+        assert f["features"].attrs["xxh3_blocks"].shape == (1,)  # 25 rows of 24 bytes: one block
         assert f["labels"].shape == (25,) and f["labels"].dtype == np.int32
         assert f["label_names"].shape == (3,)
         assert h5py.check_string_dtype(f["label_names"].dtype).encoding == "utf-8"
