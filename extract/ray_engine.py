@@ -151,7 +151,9 @@ def connect(options: RayOptions) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=options.local_cpus, **kwargs)
+            # "local": an instance of this run's own, as documented. Without it ray.init joins the
+            # latest cluster `ray start` (or another process' Cluster) started on this machine.
+            ray.init(address="local", num_cpus=options.local_cpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise RayEngineError(f"cannot start or join {where}: {str(exc).splitlines()[0]}") from None

@@ -35,17 +35,11 @@ SHARED_FIXTURES = frozenset({"flowers17", "mobilenetv2_notop", "mobilenetv2_top"
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark needs_shared from what a test uses, so that no test that reads ../shared lacks it.
-    With pytest-xdist (``-n``), keep each test file on one worker, so that its module fixtures
-    are built once, and every test on Ray on one worker, one cluster at a time."""
-    grouped = config.pluginmanager.hasplugin("xdist")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark needs_shared from what a test uses, so that no test that reads ../shared lacks it."""
     for item in items:
         if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.needs_shared)
-        if grouped:
-            group = "ray" if item.get_closest_marker("ray") else item.path.stem
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

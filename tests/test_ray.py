@@ -97,6 +97,22 @@ def test_shards_are_runs_of_consecutive_images():
     assert cut_shards(np.array([], dtype=int), 4) == []
 
 
+@pytest.mark.parametrize("given, joined", [(None, "local"), ("auto", "auto")])
+def test_without_an_address_a_run_starts_its_own_instance(ray_installed, monkeypatch, given, joined):
+    """Ray would otherwise join the latest instance `ray start` (or a test's Cluster) started
+    on the machine: another run's, which ends when that run does."""
+    import ray
+
+    from extract.ray_engine import RayOptions, connect
+
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert connect(RayOptions(address=given)) is True
+    assert [call["address"] for call in calls] == [joined]
+
+
 def test_a_workers_error_is_named_from_rays_traceback_text():
     # How Ray Data hands the driver an actor's OSError: the original only as traceback text.
     text = (
