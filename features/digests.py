@@ -194,7 +194,8 @@ def read_window(ds: h5py.Dataset, start: int, stop: int, dtype: str | None = Non
                 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Rows ``start:stop`` of a dataset with block digests, every block they touch read whole
     and checked, as ``dtype`` (default: as stored), and the damaged row ranges among them
-    (``(start, stop)``, counted from 0).
+    (``(start, stop)``, counted from 0; one per damaged block, as
+    :func:`features.checksums.merge_ranges` joins them).
 
     Examples
     --------
@@ -209,10 +210,7 @@ def read_window(ds: h5py.Dataset, start: int, stop: int, dtype: str | None = Non
     out = np.empty((max(end - first * block_rows, 0), ds.shape[1]),
                    dtype=dtype or ds.dtype.newbyteorder("<"))
     bad = _read_blocks(ds, first, out, digests, block_rows)
-    ranges: list[tuple[int, int]] = []
-    for b in bad:  # consecutive blocks as one range
-        a, z = max(b * block_rows, start), min((b + 1) * block_rows, stop)
-        ranges[-1:] = [(ranges[-1][0], z)] if ranges and ranges[-1][1] == a else [*ranges[-1:], (a, z)]
+    ranges = [(max(b * block_rows, start), min((b + 1) * block_rows, stop)) for b in bad]
     offset = first * block_rows
     return out[start - offset : stop - offset], ranges
 
@@ -224,8 +222,8 @@ def _windows(rows: int, block_rows: int) -> Iterator[tuple[int, int]]:
 
 
 def damaged_ranges(ds: h5py.Dataset, rows: int) -> list[tuple[int, int]]:
-    """Row ranges of the first ``rows`` rows of a dataset with block digests that are damaged,
-    read window by window (bounded memory).
+    """Row ranges of the first ``rows`` rows of a dataset with block digests that are damaged
+    (one per block), read window by window (bounded memory).
 
     Examples
     --------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +164,19 @@ class FeatureFile:
             raise FeatureFileError(f"{name}: {wrong}; extract it again with --overwrite")
         return splits
 
-    def _string_damage(self) -> list[tuple[int, int]]:
-        """Committed rows whose ``paths`` or ``splits`` do not match their block digests."""
-        bad = []
+    def _committed_sources(self) -> Iterator[tuple[Path, int, int]]:
+        """The files holding the committed rows, as :func:`checksums.row_sources`, each one's
+        rows cut to the committed ones."""
         for source, offset, rows in checksums.row_sources(self._file, self.path):
             rows = min(rows, self.n_rows - offset)
             if rows <= 0:
-                break
+                return
+            yield source, offset, rows
+
+    def _string_damage(self) -> list[tuple[int, int]]:
+        """Committed rows whose ``paths`` or ``splits`` do not match their block digests."""
+        bad = []
+        for source, offset, rows in self._committed_sources():
             names = (schema.PATHS, schema.SPLITS)
             if source == self.path:  # the finished file itself: already open
                 found = [r for key in names if key in self._file
@@ -260,7 +267,8 @@ class FeatureFile:
             if digests.has_digests(ds):  # a finished file: its blocks checked as they are read
                 rows, damaged = digests.read_window(ds, 0, self.n_rows, dtype)
                 if damaged:
-                    raise FeatureFileError(checksums.damage_message(name, damaged, self.n_rows))
+                    raise FeatureFileError(checksums.damage_message(name, checksums.merge_ranges(damaged),
+                                                                    self.n_rows))
                 return rows
             if digests.lost(ds, self.attrs.get(checksums.CHECKSUMS_ATTR, "")):
                 raise FeatureFileError(checksums.damage_message(
@@ -282,10 +290,7 @@ class FeatureFile:
         if not self._file[key].is_virtual:
             return
         damaged = []
-        for source, offset, rows in checksums.row_sources(self._file, self.path):
-            rows = min(rows, self.n_rows - offset)
-            if rows <= 0:
-                break
+        for source, offset, rows in self._committed_sources():
             with h5py.File(source, "r") as part:
                 if digests.has_digests(part[key]):
                     damaged += [(offset + a, offset + b) for a, b in digests.damaged_ranges(part[key], rows)]

@@ -324,7 +324,7 @@ def _kept_blocks(f: h5py.File, src: Path, names: Collection[str], keep: np.ndarr
             ds = f[name]
             if digests.has_digests(ds):
                 values[name], damaged = digests.read_window(ds, start, stop)
-                bad = [(a, b) for a, b in damaged if keep[a:b].any()]
+                bad = checksums.merge_ranges((a, b) for a, b in damaged if keep[a:b].any())
                 if bad:
                     raise FeatureFileError(
                         f"{src}: {name} rows {checksums.format_ranges(bad)} do not match their "
